@@ -1,0 +1,32 @@
+"""pqfast: Cython-accelerated product quantization with faiss's API.
+
+``import pqfast as faiss`` runs typical IndexPQ / IndexIVFPQ scripts unchanged.
+"""
+
+from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from pqfast._threads import omp_get_max_threads, omp_set_num_threads
+from pqfast._validation import NotTrainedError
+from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn
+from pqfast.invlists import ArrayInvertedLists
+from pqfast.ivf import IndexIVFPQ
+from pqfast.kmeans import Kmeans
+from pqfast.pq import IndexPQ, ProductQuantizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METRIC_INNER_PRODUCT",
+    "METRIC_L2",
+    "ArrayInvertedLists",
+    "IndexFlat",
+    "IndexFlatIP",
+    "IndexFlatL2",
+    "IndexIVFPQ",
+    "IndexPQ",
+    "Kmeans",
+    "NotTrainedError",
+    "ProductQuantizer",
+    "knn",
+    "omp_get_max_threads",
+    "omp_set_num_threads",
+]

@@ -1,0 +1,155 @@
+# Shared nogil building blocks of the search kernels: a bounded max-heap that
+# keeps the k smallest (distance, id) pairs, lookup-table construction, and
+# lookup-table summation over packed PQ codes.
+#
+# Every kernel works in "smaller is better" space: inner-product similarities
+# are negated on the way in and negated back by the Python caller.  Heap
+# comparisons are lexicographic on (distance, id), so the k results kept are
+# exactly the k smallest pairs whatever the visiting order; this is what
+# makes results independent of the thread count.
+
+from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.float cimport FLT_MAX
+
+
+cdef inline bint pair_less(float d1, int64_t i1, float d2, int64_t i2) noexcept nogil:
+    return d1 < d2 or (d1 == d2 and i1 < i2)
+
+
+cdef inline void heap_init(float* hd, int64_t* hi, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(k):
+        hd[i] = FLT_MAX
+        hi[i] = -1
+
+
+cdef inline void heap_sift_down(float* hd, int64_t* hi, Py_ssize_t k,
+                                Py_ssize_t i, float d, int64_t idx) noexcept nogil:
+    """Place (d, idx) at slot i of a max-heap of size k, moving larger children up."""
+    cdef Py_ssize_t child
+    while True:
+        child = 2 * i + 1
+        if child >= k:
+            break
+        if child + 1 < k and pair_less(hd[child], hi[child], hd[child + 1], hi[child + 1]):
+            child = child + 1
+        if pair_less(hd[child], hi[child], d, idx):
+            break
+        hd[i] = hd[child]
+        hi[i] = hi[child]
+        i = child
+    hd[i] = d
+    hi[i] = idx
+
+
+cdef inline void heap_push(float* hd, int64_t* hi, Py_ssize_t k,
+                           float d, int64_t idx) noexcept nogil:
+    """Offer (d, idx) to a full max-heap of size k (padding counts as full)."""
+    if pair_less(d, idx, hd[0], hi[0]):
+        heap_sift_down(hd, hi, k, 0, d, idx)
+
+
+cdef inline void heap_sort(float* hd, int64_t* hi, Py_ssize_t k) noexcept nogil:
+    """Turn a max-heap into an array sorted ascending by (distance, id)."""
+    cdef Py_ssize_t end
+    cdef float d
+    cdef int64_t idx
+    for end in range(k - 1, 0, -1):
+        d = hd[end]
+        idx = hi[end]
+        hd[end] = hd[0]
+        hi[end] = hi[0]
+        heap_sift_down(hd, hi, end, 0, d, idx)
+
+
+cdef inline void heap_merge(float* hd, int64_t* hi, const float* od,
+                            const int64_t* oi, Py_ssize_t k) noexcept nogil:
+    """Offer every entry of another heap of size k to this one."""
+    cdef Py_ssize_t j
+    for j in range(k):
+        if oi[j] >= 0:
+            heap_push(hd, hi, k, od[j], oi[j])
+
+
+cdef inline void dot_table(const float* x, const float* cbt, Py_ssize_t M,
+                           Py_ssize_t dsub, Py_ssize_t ksub, float scale,
+                           float* out) noexcept nogil:
+    """out[m, j] += scale * <x[m*dsub:(m+1)*dsub], y_mj>.
+
+    cbt is the codebook transposed to (M, dsub, ksub) so the inner loop runs
+    over contiguous centroids and vectorizes.
+    """
+    cdef Py_ssize_t m, s, j
+    cdef float xs
+    cdef const float* row
+    cdef float* o
+    for m in range(M):
+        o = out + m * ksub
+        for s in range(dsub):
+            xs = scale * x[m * dsub + s]
+            row = cbt + (m * dsub + s) * ksub
+            for j in range(ksub):
+                o[j] = o[j] + xs * row[j]
+
+
+cdef inline float adc_distance(const float* table, const uint8_t* code,
+                               Py_ssize_t M, int nbits, Py_ssize_t ksub) noexcept nogil:
+    """Sum table[m, code_m] over the M sub-codes of one packed code.
+
+    Codes are a little-endian bit stream, sub-code m at bits
+    [m*nbits, (m+1)*nbits), exactly as faiss packs them.
+    """
+    cdef Py_ssize_t m, bit = 0, byte
+    cdef uint32_t v, mask = (1u << nbits) - 1, shift
+    cdef float d = 0
+    if nbits == 8:
+        for m in range(M):
+            d = d + table[m * 256 + code[m]]
+        return d
+    for m in range(M):
+        byte = bit >> 3
+        shift = bit & 7
+        v = code[byte]
+        if shift + nbits > 8:
+            v = v | (<uint32_t>code[byte + 1] << 8)
+            if shift + nbits > 16:
+                v = v | (<uint32_t>code[byte + 2] << 16)
+        d = d + table[m * ksub + ((v >> shift) & mask)]
+        bit = bit + nbits
+    return d
+
+
+cdef inline void scan_codes(const float* table, const uint8_t* codes,
+                            const int64_t* ids, int64_t id0, Py_ssize_t n,
+                            Py_ssize_t code_size, Py_ssize_t M, int nbits,
+                            Py_ssize_t ksub, float base, float* hd, int64_t* hi,
+                            Py_ssize_t k) noexcept nogil:
+    """Push base + ADC distance of n codes into the heap.
+
+    The id of code i is ids[i], or id0 + i when ids is NULL.
+    """
+    cdef Py_ssize_t i
+    cdef float d
+    cdef int64_t idx
+    for i in range(n):
+        d = base + adc_distance(table, codes + i * code_size, M, nbits, ksub)
+        idx = ids[i] if ids != NULL else id0 + i
+        if pair_less(d, idx, hd[0], hi[0]):
+            heap_sift_down(hd, hi, k, 0, d, idx)
+
+
+from scipy.linalg.cython_blas cimport sgemm
+
+
+cdef inline void gemm_abt(const float* a, int lda, int na, const float* b, int ldb,
+                          int nb, int dim, float* c) noexcept nogil:
+    """c[i, j] = <a_i, b_j>, c row-major (na, nb); a_i, b_j rows of length dim.
+
+    Row-major C = A B^T is column-major C^T = B A^T, hence the swapped operands.
+    """
+    cdef char ta = b'T'
+    cdef char tb = b'N'
+    cdef float one = 1
+    cdef float zero = 0
+    sgemm(&ta, &tb, &nb, &na, &dim, &one, <float*>b, &ldb, <float*>a, &lda,
+          &zero, c, &nb)

@@ -1,0 +1,69 @@
+"""Growable contiguous row storage, the backing of every index's contents."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class RowBuffer:
+    """Rows of a fixed width in one contiguous array, grown by amortized doubling.
+
+    Parameters
+    ----------
+    width : int
+        Items per row (0 for a 1-D buffer, e.g. ids).
+    dtype : numpy dtype
+        Item type.
+    """
+
+    def __init__(self, width: int, dtype: np.dtype) -> None:
+        self.width = width
+        self.dtype = np.dtype(dtype)
+        self._data = np.empty(self._shape(0), dtype=self.dtype)
+        self.size = 0
+
+    def _shape(self, rows: int) -> tuple[int, ...]:
+        return (rows, self.width) if self.width else (rows,)
+
+    def view(self) -> NDArray:
+        """The stored rows (a view: valid until the next append)."""
+        return self._data[: self.size]
+
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` rows in total, doubling the capacity as needed."""
+        if rows > self._data.shape[0]:
+            capacity = max(rows, 2 * self._data.shape[0], 16)
+            grown = np.empty(self._shape(capacity), dtype=self.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+
+    def append(self, rows: NDArray) -> None:
+        """Append rows (already of the right width and dtype)."""
+        n = rows.shape[0]
+        self.reserve(self.size + n)
+        self._data[self.size : self.size + n] = rows
+        self.size += n
+
+    def keep(self, mask: NDArray[np.bool_]) -> int:
+        """Keep only the rows where `mask` is true, in order; return how many went."""
+        kept = self.view()[mask]
+        self._data[: kept.shape[0]] = kept
+        removed = self.size - kept.shape[0]
+        self.size = kept.shape[0]
+        return removed
+
+    def clear(self) -> None:
+        """Drop every row and release the memory."""
+        self._data = np.empty(self._shape(0), dtype=self.dtype)
+        self.size = 0
+
+    @property
+    def address(self) -> int:
+        """Address of the first row, for the kernels."""
+        return self._data.ctypes.data
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored rows."""
+        return self.view().nbytes

@@ -1,0 +1,91 @@
+"""Input checks shared by every public class.
+
+Each check either returns a clean array (C-contiguous, the kernels' dtype) or
+raises a ValueError/TypeError naming the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+class NotTrainedError(ValueError, RuntimeError):
+    """An index or quantizer was used before ``train``.
+
+    Subclasses both ValueError and RuntimeError (what faiss raises), so either
+    ``except`` clause catches it.
+    """
+
+
+def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
+    """Return `x` as a C-contiguous float32 array of shape (n, d).
+
+    A 1-D array of length `d` is taken as one vector.  Any real dtype is
+    accepted; NaN and infinity are rejected.
+    """
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    ):
+        raise TypeError(f"{name} must be a real-valued numeric array, got dtype {arr.dtype}.")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}.")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, {d}) or 1-D ({d},), got shape {arr.shape}.")
+    if arr.shape[1] != d:
+        raise ValueError(f"{name} has {arr.shape[1]} dimensions per vector, expected d={d}.")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity.")
+    return arr
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return `value` as an int >= 1; bool and non-integers are a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}.")
+    return value
+
+
+def check_ids(ids: ArrayLike, n: int, name: str = "ids") -> NDArray[np.int64]:
+    """Return `ids` as a contiguous int64 array of length `n` with no negative id."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), one id per vector, got {arr.shape}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be integers, got dtype {arr.dtype}.")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (-1 marks missing results), got {arr.min()}.")
+    return arr
+
+
+def check_pq_shape(d: int, M: int, nbits: int) -> tuple[int, int, int]:
+    """Validate product-quantizer parameters; return (d, M, nbits) as ints."""
+    d = check_positive_int(d, "d")
+    M = check_positive_int(M, "M")
+    nbits = check_positive_int(nbits, "nbits")
+    if d % M != 0:
+        raise ValueError(f"d={d} is not divisible by M={M}; each sub-vector needs d/M dims.")
+    if not 1 <= nbits <= 16:
+        raise ValueError(f"nbits must be between 1 and 16, got {nbits}.")
+    return d, M, nbits
+
+
+def check_metric(metric: object) -> int:
+    """Return the metric as METRIC_L2 (1) or METRIC_INNER_PRODUCT (0)."""
+    from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
+
+    if isinstance(metric, bool) or metric not in (METRIC_L2, METRIC_INNER_PRODUCT):
+        raise ValueError(
+            f"metric must be METRIC_L2 or METRIC_INNER_PRODUCT, got {metric!r}."
+        )
+    return int(metric)

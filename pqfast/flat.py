@@ -1,0 +1,153 @@
+"""Exact search: IndexFlatL2, IndexFlatIP and the blocked GEMM k-NN they share."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pqfast._kernels import _topk
+from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from pqfast._search import finish, n_segments, padded_heaps, scratch
+from pqfast._storage import RowBuffer
+from pqfast._threads import serial_blas
+from pqfast._validation import check_metric, check_positive_int, check_vectors
+
+# A GEMM block of distances (queries x base rows, 512 KiB) stays in L2 cache.
+_QUERY_BLOCK = 128
+_BASE_BLOCK = 1024
+
+
+def knn(
+    x: NDArray[np.float32],
+    xb: NDArray[np.float32],
+    k: int,
+    metric: int = METRIC_L2,
+    xb_norms: NDArray[np.float32] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact k nearest rows of `xb` for each row of `x`, by blocked GEMM.
+
+    Parameters
+    ----------
+    x : ndarray of shape (nq, d), float32, C-contiguous
+    xb : ndarray of shape (nb, d), float32, C-contiguous
+    k : int
+    metric : METRIC_L2 (squared distances) or METRIC_INNER_PRODUCT
+    xb_norms : ndarray of shape (nb,), optional
+        Precomputed squared norms of `xb` (L2 only).
+
+    Returns
+    -------
+    D, I : float32 and int64 arrays of shape (nq, k), best first, padded with
+        (+FLT_MAX, -1) for L2 and (-FLT_MAX, -1) for inner product.
+    """
+    nq, nb = x.shape[0], xb.shape[0]
+    l2 = metric == METRIC_L2
+    if l2 and xb_norms is None:
+        xb_norms = np.einsum("ij,ij->i", xb, xb)
+    qnorm = np.einsum("ij,ij->i", x, x) if l2 else np.empty(0, np.float32)
+    xnorm = xb_norms if l2 else np.empty(0, np.float32)
+    nseg = n_segments(-(-nq // _QUERY_BLOCK), nb // _BASE_BLOCK)
+    D, I = padded_heaps(nq * nseg, k)
+    with serial_blas():
+        _topk.knn(x, qnorm, xb, xnorm, l2, _QUERY_BLOCK, _BASE_BLOCK, nseg,
+                  scratch(_QUERY_BLOCK * _BASE_BLOCK), D, I)
+    return finish(D, I, nseg, metric)
+
+
+class IndexFlat:
+    """Exact search over stored float32 vectors (faiss's ``IndexFlat``).
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    metric : int, default METRIC_L2
+        METRIC_L2 (squared Euclidean distances) or METRIC_INNER_PRODUCT.
+    """
+
+    def __init__(self, d: int, metric: int = METRIC_L2) -> None:
+        self.d = check_positive_int(d, "d")
+        self.metric_type = check_metric(metric)
+        self.is_trained = True
+        self._xb = RowBuffer(self.d, np.float32)
+        self._norms = RowBuffer(0, np.float32)
+
+    @property
+    def ntotal(self) -> int:
+        """Number of stored vectors."""
+        return self._xb.size
+
+    def train(self, x: ArrayLike) -> None:
+        """No-op (a flat index needs no training); checks the input shape."""
+        check_vectors(x, self.d)
+
+    def add(self, x: ArrayLike) -> None:
+        """Append vectors; they get ids ntotal, ntotal + 1, ...
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+        """
+        x = check_vectors(x, self.d)
+        self._xb.append(x)
+        self._norms.append(np.einsum("ij,ij->i", x, x))
+
+    def search(
+        self, x: ArrayLike, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Return the exact k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        k : int
+            Number of neighbours, ``k >= 1``.
+
+        Returns
+        -------
+        D : ndarray of shape (n, k), float32
+            Squared L2 distances ascending, or inner products descending;
+            +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k vectors exist.
+        I : ndarray of shape (n, k), int64
+            Ids of the neighbours, -1 where fewer than k vectors exist.
+        """
+        x = check_vectors(x, self.d)
+        k = check_positive_int(k, "k")
+        return knn(x, self._xb.view(), k, self.metric_type, self._norms.view())
+
+    def reset(self) -> None:
+        """Remove every vector."""
+        self._xb.clear()
+        self._norms.clear()
+
+    def reconstruct(self, key: int) -> NDArray[np.float32]:
+        """Return stored vector `key` as an array of shape (d,)."""
+        key = int(key)
+        if not 0 <= key < self.ntotal:
+            raise KeyError(f"id {key} is not in the index (ntotal={self.ntotal}).")
+        return self._xb.view()[key].copy()
+
+    def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
+        """Return stored vectors i0 .. i0 + n - 1 as an (n, d) array."""
+        n = self.ntotal - i0 if n is None else n
+        if i0 < 0 or n < 0 or i0 + n > self.ntotal:
+            raise KeyError(f"range [{i0}, {i0 + n}) is outside [0, {self.ntotal}).")
+        return self._xb.view()[i0 : i0 + n].copy()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(d={self.d}, ntotal={self.ntotal})"
+
+
+class IndexFlatL2(IndexFlat):
+    """Exact search by squared Euclidean distance."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__(d, METRIC_L2)
+
+
+class IndexFlatIP(IndexFlat):
+    """Exact search by inner product (largest first)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__(d, METRIC_INNER_PRODUCT)

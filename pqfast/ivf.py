@@ -1,0 +1,355 @@
+"""IndexIVFPQ: coarse k-means partition + product-quantized residuals."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pqfast._kernels import _ivf
+from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from pqfast._search import finish, n_segments, padded_heaps, scratch
+from pqfast._validation import (
+    NotTrainedError,
+    check_ids,
+    check_metric,
+    check_positive_int,
+    check_vectors,
+)
+from pqfast.flat import knn
+from pqfast.invlists import ArrayInvertedLists
+from pqfast.kmeans import train_centroids
+from pqfast.pq import ProductQuantizer
+
+# Rows encoded at a time by add: bounds the float32 residual buffer.
+_ADD_CHUNK = 1 << 16
+_EMPTY_TABLE = np.zeros((0, 0, 0), np.float32)
+
+
+class IndexIVFPQ:
+    """Inverted-file index with product-quantized residuals (faiss's ``IndexIVFPQ``).
+
+    Each vector is assigned to its nearest of `nlist` coarse centroids and
+    stored in that centroid's inverted list as the PQ code of its residual
+    (vector minus centroid).  A search scans the `nprobe` lists nearest to the
+    query.
+
+    Parameters
+    ----------
+    quantizer : IndexFlatL2 or IndexFlatIP
+        Coarse quantizer.  Empty: ``train`` clusters the data and fills it;
+        holding exactly `nlist` centroids: ``train`` uses them as they are.
+    d : int
+        Vector dimension, a multiple of M.
+    nlist : int
+        Number of inverted lists.
+    M : int
+        Number of PQ sub-quantizers.
+    nbits : int, default 8
+        Bits per sub-code, 1 to 16.
+    metric : int, default METRIC_L2
+        METRIC_L2 or METRIC_INNER_PRODUCT.
+    seed : int, default 1234
+        Seeds coarse and PQ training.
+
+    Attributes
+    ----------
+    nprobe : int
+        Lists scanned per query (default 1; values above nlist act as nlist).
+    invlists : ArrayInvertedLists
+        The lists; ``invlists.list_size(i)`` gives a list's length.
+    pq : ProductQuantizer
+        The residual quantizer.
+    """
+
+    by_residual = True
+
+    def __init__(
+        self,
+        quantizer: object,
+        d: int,
+        nlist: int,
+        M: int,
+        nbits: int = 8,
+        metric: int = METRIC_L2,
+        seed: int = 1234,
+    ) -> None:
+        self.pq = ProductQuantizer(d, M, nbits)
+        self.pq.seed = int(seed)
+        self.d = self.pq.d
+        self.nlist = check_positive_int(nlist, "nlist")
+        self.metric_type = check_metric(metric)
+        for attr in ("d", "ntotal", "search", "add", "reconstruct_n"):
+            if not hasattr(quantizer, attr):
+                raise TypeError(
+                    f"quantizer must be a flat index such as IndexFlatL2(d); "
+                    f"{type(quantizer).__name__} has no '{attr}'."
+                )
+        if quantizer.d != self.d:
+            raise ValueError(f"quantizer has d={quantizer.d}, the index has d={self.d}.")
+        self.quantizer = quantizer
+        self.seed = int(seed)
+        self.code_size = self.pq.code_size
+        self.invlists = ArrayInvertedLists(self.nlist, self.code_size)
+        self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
+        self.precomputed_table_max_bytes = 1 << 31
+        self._nprobe = 1
+        self._next_id = 0
+        self._centroids: NDArray[np.float32] | None = None
+        self._precomputed: NDArray[np.float32] | None = None
+        self._direct_map: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def nprobe(self) -> int:
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = check_positive_int(value, "nprobe")
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.invlists.sizes.sum())
+
+    @property
+    def is_trained(self) -> bool:
+        return self.pq.is_trained and self.quantizer.ntotal == self.nlist
+
+    @is_trained.setter
+    def is_trained(self, value: bool) -> None:
+        # faiss scripts set this after loading centroids by hand; accept only the truth.
+        if bool(value) != self.is_trained:
+            raise ValueError(
+                "is_trained follows the state: the quantizer must hold nlist centroids "
+                "and pq.centroids must be set."
+            )
+
+    def get_list_size(self, list_no: int) -> int:
+        """Number of vectors in inverted list `list_no`."""
+        return self.invlists.list_size(list_no)
+
+    def _check_trained(self, what: str) -> None:
+        if not self.is_trained:
+            raise NotTrainedError(f"IndexIVFPQ.{what} called before train.")
+
+    def _coarse_centroids(self) -> NDArray[np.float32]:
+        if self._centroids is None or self._centroids.shape[0] != self.quantizer.ntotal:
+            cents = self.quantizer.reconstruct_n(0, self.quantizer.ntotal)
+            self._centroids = np.ascontiguousarray(cents, dtype=np.float32)
+            self._precomputed = None
+        return self._centroids
+
+    # -------------------------------------------------------------- training
+    def train(self, x: ArrayLike) -> None:
+        """Train the coarse quantizer (unless it holds nlist centroids) and the PQ.
+
+        The PQ is trained on residuals of `x` with respect to their nearest
+        coarse centroid.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d), n >= max(nlist, 2**nbits)
+        """
+        x = check_vectors(x, self.d)
+        if self.ntotal > 0:
+            raise ValueError("the index holds vectors; call reset() before train.")
+        train_coarse = self.quantizer.ntotal != self.nlist
+        if train_coarse and self.quantizer.ntotal != 0:
+            raise ValueError(
+                f"the quantizer holds {self.quantizer.ntotal} centroids; "
+                f"expected 0 (to train) or nlist={self.nlist}."
+            )
+        need = max(self.nlist if train_coarse else 0, self.pq.ksub)
+        if x.shape[0] < need:
+            raise ValueError(
+                f"too few training points: got {x.shape[0]}, need at least {need} "
+                f"(nlist={self.nlist} coarse centroids, 2**nbits={self.pq.ksub} "
+                "PQ centroids)."
+            )
+        if train_coarse:
+            cents, _ = train_centroids(
+                x, self.nlist, seed=self.seed,
+                spherical=self.metric_type == METRIC_INNER_PRODUCT,
+            )
+        else:
+            cents = self._coarse_centroids()
+        residuals = x - cents[self._assign(x, cents)]
+        pq = ProductQuantizer(self.d, self.pq.M, self.pq.nbits)
+        pq.seed = self.pq.seed
+        pq.train(residuals)
+        if train_coarse:
+            self.quantizer.add(cents)
+        self.pq._set_centroids(pq.centroids)
+        self._centroids = None
+        self._precomputed = None
+
+    def _assign(
+        self, x: NDArray[np.float32], cents: NDArray[np.float32] | None = None
+    ) -> NDArray[np.int64]:
+        """Nearest coarse centroid of each row (by the quantizer's metric)."""
+        if cents is None:
+            _, I = self.quantizer.search(x, 1)
+        else:
+            metric = getattr(self.quantizer, "metric_type", METRIC_L2)
+            _, I = knn(x, cents, 1, metric)
+        return np.ascontiguousarray(I[:, 0], dtype=np.int64)
+
+    # ---------------------------------------------------------------- adding
+    def add(self, x: ArrayLike) -> None:
+        """Add vectors with sequential ids that never collide with stored ones."""
+        self._check_trained("add")
+        x = check_vectors(x, self.d)
+        self.add_with_ids(x, np.arange(self._next_id, self._next_id + x.shape[0]))
+
+    def add_with_ids(self, x: ArrayLike, ids: ArrayLike) -> None:
+        """Add vectors with the given non-negative int64 ids.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+        ids : array-like of shape (n,), integer
+        """
+        self._check_trained("add_with_ids")
+        x = check_vectors(x, self.d)
+        ids = check_ids(ids, x.shape[0])
+        cents = self._coarse_centroids()
+        list_nos = np.empty(x.shape[0], np.int64)
+        codes = np.empty((x.shape[0], self.code_size), np.uint8)
+        for i0 in range(0, x.shape[0], _ADD_CHUNK):
+            xc = x[i0 : i0 + _ADD_CHUNK]
+            assign = self._assign(xc)
+            self._check_list_nos(assign)
+            list_nos[i0 : i0 + _ADD_CHUNK] = assign
+            codes[i0 : i0 + _ADD_CHUNK] = self.pq._encode(xc - cents[assign])
+        self.invlists.add_entries(list_nos, codes, ids)
+        if ids.size:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._direct_map = None
+
+    def _check_list_nos(self, list_nos: NDArray[np.int64]) -> None:
+        if list_nos.size and (list_nos.min() < -1 or list_nos.max() >= self.nlist):
+            raise ValueError(
+                f"the quantizer returned list numbers outside [0, {self.nlist})."
+            )
+
+    # ------------------------------------------------------------- searching
+    def _precomputed_table(self) -> NDArray[np.float32]:
+        """P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>, or an empty table if not used."""
+        pq = self.pq
+        nbytes = self.nlist * pq.M * pq.ksub * 4
+        use = self.use_precomputed_table == 1 or (
+            self.use_precomputed_table == 0 and nbytes <= self.precomputed_table_max_bytes
+        )
+        if self.metric_type != METRIC_L2 or not use:
+            return _EMPTY_TABLE
+        cents = self._coarse_centroids()
+        if self._precomputed is None:
+            sub = cents.reshape(self.nlist, pq.M, pq.dsub).transpose(1, 0, 2)
+            table = np.matmul(sub, pq._cbt)  # (M, nlist, ksub)
+            table *= 2
+            table += pq._ynorm[:, None, :]
+            self._precomputed = np.ascontiguousarray(table.transpose(1, 0, 2))
+        return self._precomputed
+
+    def _coarse_terms(
+        self, x: NDArray[np.float32], nprobe: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Probed lists per query and the coarse distance term for each."""
+        Dq, Iq = self.quantizer.search(x, nprobe)
+        Iq = np.ascontiguousarray(Iq, dtype=np.int64)
+        self._check_list_nos(Iq)
+        qmetric = getattr(self.quantizer, "metric_type", METRIC_L2)
+        if qmetric == self.metric_type:
+            base = Dq if self.metric_type == METRIC_L2 else -Dq
+        else:
+            c = self._coarse_centroids()[np.maximum(Iq, 0)]  # (nq, nprobe, d)
+            if self.metric_type == METRIC_L2:
+                base = ((x[:, None, :] - c) ** 2).sum(-1)
+            else:
+                base = -np.einsum("qd,qpd->qp", x, c)
+        return np.ascontiguousarray(base, dtype=np.float32), Iq
+
+    def search(
+        self, x: ArrayLike, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Return the approximate k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        k : int
+            Number of neighbours, ``k >= 1``.
+
+        Returns
+        -------
+        D : ndarray of shape (n, k), float32
+            Approximate squared L2 distances ascending (inner products
+            descending); +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
+        I : ndarray of shape (n, k), int64
+            Ids, -1 where fewer than k vectors were found in the probed lists.
+        """
+        self._check_trained("search")
+        x = check_vectors(x, self.d)
+        k = check_positive_int(k, "k")
+        nprobe = min(self.nprobe, self.nlist)
+        base, probes = self._coarse_terms(x, nprobe)
+        precomp = self._precomputed_table()
+        nseg = n_segments(x.shape[0], nprobe)
+        D, I = padded_heaps(x.shape[0] * nseg, k)
+        pq, inv = self.pq, self.invlists
+        _ivf.ivfpq_search(
+            x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
+            inv.code_ptrs, inv.id_ptrs, inv.sizes, self.code_size, pq.nbits,
+            self.metric_type == METRIC_L2, nseg, scratch(2 * pq.M * pq.ksub), D, I,
+        )
+        return finish(D, I, nseg, self.metric_type)
+
+    # ------------------------------------------------------- removing, ids
+    def remove_ids(self, ids: ArrayLike) -> int:
+        """Remove the vectors with these ids; return how many were removed."""
+        arr = np.asarray(ids)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"ids must be integers, got dtype {arr.dtype}.")
+        removed = self.invlists.remove_ids(arr.astype(np.int64).ravel())
+        if removed:
+            self._direct_map = None
+        return removed
+
+    def reset(self) -> None:
+        """Remove every vector (training is kept)."""
+        self.invlists.reset()
+        self._next_id = 0
+        self._direct_map = None
+
+    def make_direct_map(self, new_maintain: bool = True) -> None:
+        """Build the id -> (list, offset) map now (it is otherwise built on demand)."""
+        inv = self.invlists
+        ids = np.concatenate([inv.get_ids(i) for i in range(self.nlist)] or [[]])
+        lists = np.repeat(np.arange(self.nlist, dtype=np.int64), inv.sizes)
+        offsets = np.arange(ids.size, dtype=np.int64) - np.repeat(
+            np.cumsum(inv.sizes) - inv.sizes, inv.sizes
+        )
+        order = np.argsort(ids, kind="stable")
+        self._direct_map = (ids[order].astype(np.int64), np.stack([lists, offsets], 1)[order])
+
+    def reconstruct(self, key: int) -> NDArray[np.float32]:
+        """Decoded vector with id `key` (centroid + decoded residual), shape (d,)."""
+        self._check_trained("reconstruct")
+        if self._direct_map is None:
+            self.make_direct_map()
+        sorted_ids, where = self._direct_map
+        key = int(key)
+        pos = np.searchsorted(sorted_ids, key)
+        if pos >= sorted_ids.size or sorted_ids[pos] != key:
+            raise KeyError(f"id {key} is not in the index.")
+        list_no, offset = where[pos]
+        code = self.invlists.get_codes(list_no)[offset : offset + 1]
+        return self.pq.decode(code)[0] + self._coarse_centroids()[list_no]
+
+    def __repr__(self) -> str:
+        pq = self.pq
+        return (
+            f"IndexIVFPQ(d={self.d}, nlist={self.nlist}, M={pq.M}, nbits={pq.nbits}, "
+            f"ntotal={self.ntotal})"
+        )

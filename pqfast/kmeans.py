@@ -1,0 +1,238 @@
+"""k-means clustering (faiss's ``Kmeans``), Lloyd iterations on the kernels."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pqfast._kernels import _kmeans
+from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from pqfast._search import scratch
+from pqfast._validation import check_positive_int, check_vectors
+from pqfast.flat import IndexFlat, knn
+
+# faiss splits an empty cluster's neighbour by moving both copies this far apart.
+_SPLIT_EPS = 1.0 / 1024
+
+
+def _split_empty(
+    centroids: NDArray[np.float32], counts: NDArray[np.int64], rng: np.random.Generator
+) -> None:
+    """Re-seed each empty cluster by splitting a large one (as faiss does).
+
+    A donor is drawn with probability proportional to (size - 1); its centroid
+    is copied and the two copies are pushed apart by a relative +-1/1024 in
+    alternating dimensions.  In place.
+    """
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    for ci in np.flatnonzero(counts == 0):
+        weights = np.maximum(counts - 1, 0).astype(np.float64)
+        if weights.sum() == 0:
+            return
+        cj = rng.choice(len(counts), p=weights / weights.sum())
+        centroids[ci] = centroids[cj] * (1 + sign * _SPLIT_EPS)
+        centroids[cj] = centroids[cj] * (1 - sign * _SPLIT_EPS)
+        counts[ci] = counts[cj] // 2
+        counts[cj] -= counts[ci]
+
+
+def _normalize_rows(x: NDArray[np.float32]) -> None:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+
+
+def lloyd(
+    x: NDArray[np.float32],
+    k: int,
+    niter: int,
+    rng: np.random.Generator,
+    spherical: bool = False,
+    init: NDArray[np.float32] | None = None,
+    verbose: bool = False,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Run Lloyd's algorithm on validated data.
+
+    Assignment is an exact 1-NN search by blocked GEMM (largest inner product
+    when `spherical`, else smallest L2 distance); the update averages each
+    cluster in a kernel; empty clusters are re-seeded by splitting.
+
+    Returns
+    -------
+    centroids : ndarray of shape (k, d), float32
+    obj : ndarray of shape (niter,), the objective after each assignment
+        (sum of squared distances, or sum of inner products when spherical).
+    """
+    n, d = x.shape
+    centroids = (x[rng.choice(n, k, replace=False)] if init is None else init).copy()
+    if spherical:
+        _normalize_rows(centroids)
+    metric = METRIC_INNER_PRODUCT if spherical else METRIC_L2
+    work = scratch(d, np.float64)
+    obj = np.empty(niter, np.float64)
+    for it in range(niter):
+        D, I = knn(x, centroids, 1, metric)
+        assign = I[:, 0]
+        obj[it] = D.sum(dtype=np.float64)
+        counts = np.bincount(assign, minlength=k).astype(np.int64)
+        order = np.argsort(assign, kind="stable").astype(np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        _kmeans.update_centroids(x, order, starts, work, centroids)
+        _split_empty(centroids, counts, rng)
+        if spherical:
+            _normalize_rows(centroids)
+        if verbose:
+            print(f"  Iteration {it} ({n} points, {k} centroids): objective={obj[it]:.6g}")
+    return centroids, obj
+
+
+class Kmeans:
+    """k-means clustering with faiss's interface.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    k : int
+        Number of centroids.
+    niter : int, default 25
+        Lloyd iterations.
+    seed : int, default 1234
+        Seeds initialisation, subsampling and cluster splitting.
+    verbose : bool, default False
+        Print the objective after each iteration.
+    spherical : bool, default False
+        Normalise centroids after each update and assign by inner product.
+    max_points_per_centroid : int, default 256
+        Train on a random sample of at most ``k * max_points_per_centroid``
+        points (with a warning), as faiss does.
+    min_points_per_centroid : int, default 39
+        Warn when there are fewer than ``k * min_points_per_centroid`` points.
+    nredo : int, default 1
+        Run this many times from different initialisations and keep the best.
+
+    Attributes
+    ----------
+    centroids : ndarray of shape (k, d), float32
+        Set by ``train``.
+    obj : ndarray of shape (niter,)
+        Objective after each iteration of the kept run.
+    index : IndexFlat
+        Flat index over the centroids, used by ``assign``.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        k: int,
+        niter: int = 25,
+        seed: int = 1234,
+        verbose: bool = False,
+        spherical: bool = False,
+        max_points_per_centroid: int = 256,
+        min_points_per_centroid: int = 39,
+        nredo: int = 1,
+        **kwargs: object,
+    ) -> None:
+        unknown = set(kwargs) - {"gpu", "update_index", "int_centroids", "decode_block_size"}
+        if unknown:
+            raise TypeError(f"Kmeans got unexpected arguments: {sorted(unknown)}.")
+        self.d = check_positive_int(d, "d")
+        self.k = check_positive_int(k, "k")
+        self.niter = check_positive_int(niter, "niter")
+        self.nredo = check_positive_int(nredo, "nredo")
+        self.seed = int(seed)
+        self.verbose = bool(verbose)
+        self.spherical = bool(spherical)
+        self.max_points_per_centroid = check_positive_int(
+            max_points_per_centroid, "max_points_per_centroid"
+        )
+        self.min_points_per_centroid = int(min_points_per_centroid)
+        self.centroids: NDArray[np.float32] | None = None
+        self.obj = np.empty(0, np.float64)
+        metric = METRIC_INNER_PRODUCT if self.spherical else METRIC_L2
+        self.index = IndexFlat(self.d, metric)
+
+    def train(self, x: ArrayLike, init_centroids: ArrayLike | None = None) -> float:
+        """Cluster `x`; return the final objective.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d), n >= k
+        init_centroids : array-like of shape (k, d), optional
+            Starting centroids instead of k random points.
+        """
+        x = check_vectors(x, self.d)
+        init = None
+        if init_centroids is not None:
+            init = check_vectors(init_centroids, self.d, "init_centroids")
+            if init.shape[0] != self.k:
+                raise ValueError(
+                    f"init_centroids must have k={self.k} rows, got {init.shape[0]}."
+                )
+        centroids, obj = train_centroids(
+            x, self.k, niter=self.niter, seed=self.seed, spherical=self.spherical,
+            max_points_per_centroid=self.max_points_per_centroid,
+            min_points_per_centroid=self.min_points_per_centroid,
+            nredo=self.nredo, init=init, verbose=self.verbose,
+        )
+        self.centroids, self.obj = centroids, obj
+        self.index.reset()
+        self.index.add(centroids)
+        return float(obj[-1])
+
+    def assign(self, x: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Nearest centroid of each vector: (distances (n,), labels (n,))."""
+        if self.centroids is None:
+            from pqfast._validation import NotTrainedError
+
+            raise NotTrainedError("Kmeans.assign called before train.")
+        D, I = self.index.search(x, 1)
+        return D.ravel(), I.ravel()
+
+
+def train_centroids(
+    x: NDArray[np.float32],
+    k: int,
+    *,
+    niter: int = 25,
+    seed: int = 1234,
+    spherical: bool = False,
+    max_points_per_centroid: int = 256,
+    min_points_per_centroid: int = 39,
+    nredo: int = 1,
+    init: NDArray[np.float32] | None = None,
+    verbose: bool = False,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Subsample as faiss does, run Lloyd `nredo` times, keep the best run."""
+    n = x.shape[0]
+    if n < k:
+        raise ValueError(
+            f"too few training points: got {n}, need at least k={k} (one per centroid)."
+        )
+    rng = np.random.default_rng(seed)
+    if n > k * max_points_per_centroid:
+        n_sample = k * max_points_per_centroid
+        warnings.warn(
+            f"clustering {n} points to {k} centroids: sampling {n_sample} points "
+            f"(max_points_per_centroid={max_points_per_centroid})",
+            stacklevel=3,
+        )
+        x = x[np.sort(rng.choice(n, n_sample, replace=False))]
+    elif n < k * min_points_per_centroid:
+        warnings.warn(
+            f"clustering {n} points to {k} centroids: please provide at least "
+            f"{k * min_points_per_centroid} training points",
+            stacklevel=3,
+        )
+    best: tuple[NDArray[np.float32], NDArray[np.float64]] | None = None
+    for _ in range(nredo):
+        centroids, obj = lloyd(x, k, niter, rng, spherical, init, verbose)
+        better = best is None or (
+            obj[-1] > best[1][-1] if spherical else obj[-1] < best[1][-1]
+        )
+        if better:
+            best = (centroids, obj)
+    assert best is not None
+    return best

@@ -1,0 +1,271 @@
+"""Product quantization: ProductQuantizer and the exhaustive IndexPQ."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pqfast._kernels import _pq
+from pqfast._metrics import METRIC_L2
+from pqfast._search import finish, n_segments, padded_heaps, scratch
+from pqfast._storage import RowBuffer
+from pqfast._threads import serial_blas
+from pqfast._validation import (
+    NotTrainedError,
+    check_metric,
+    check_positive_int,
+    check_pq_shape,
+    check_vectors,
+)
+from pqfast.kmeans import train_centroids
+
+# Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
+_ENCODE_FLOATS = 1 << 18
+
+
+class ProductQuantizer:
+    """Split vectors into M sub-vectors and quantize each with its own codebook.
+
+    Codes are packed exactly as faiss packs them: sub-code m occupies bits
+    [m*nbits, (m+1)*nbits) of a little-endian bit stream of ``code_size`` bytes.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension, a multiple of M.
+    M : int
+        Number of sub-quantizers.
+    nbits : int, default 8
+        Bits per sub-code, 1 to 16; 8 is the fast path.
+
+    Attributes
+    ----------
+    dsub, ksub, code_size : int
+        d / M, 2**nbits, and ceil(M * nbits / 8).
+    centroids : ndarray of shape (M, ksub, dsub), float32
+        The codebooks (``codewords[m][ks][ds]``); assignable, e.g. to load
+        centroids trained elsewhere.
+    """
+
+    def __init__(self, d: int, M: int, nbits: int = 8) -> None:
+        self.d, self.M, self.nbits = check_pq_shape(d, M, nbits)
+        self.dsub = self.d // self.M
+        self.ksub = 1 << self.nbits
+        self.code_size = (self.M * self.nbits + 7) // 8
+        self._encode_chunk = max(1, _ENCODE_FLOATS // self.ksub)
+        self.seed = 1234
+        self.niter = 25
+        self._centroids: NDArray[np.float32] | None = None
+
+    @property
+    def is_trained(self) -> bool:
+        return self._centroids is not None
+
+    @property
+    def centroids(self) -> NDArray[np.float32] | None:
+        """Codebooks of shape (M, ksub, dsub), or None before training."""
+        return self._centroids
+
+    @centroids.setter
+    def centroids(self, value: ArrayLike) -> None:
+        shape = (self.M, self.ksub, self.dsub)
+        arr = np.asarray(value)
+        if arr.size != np.prod(shape):
+            raise ValueError(f"centroids must have shape {shape}, got {arr.shape}.")
+        arr = check_vectors(arr.reshape(-1, self.dsub), self.dsub, "centroids")
+        self._set_centroids(arr.reshape(shape))
+
+    def _set_centroids(self, centroids: NDArray[np.float32]) -> None:
+        self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        # (M, dsub, ksub): the kernels' table loops run over contiguous centroids.
+        self._cbt = np.ascontiguousarray(self._centroids.transpose(0, 2, 1))
+        self._ynorm = np.einsum("mkd,mkd->mk", self._centroids, self._centroids)
+
+    def _check_trained(self) -> None:
+        if self._centroids is None:
+            raise NotTrainedError("the ProductQuantizer is not trained; call train first.")
+
+    def train(self, x: ArrayLike) -> None:
+        """Learn the M codebooks by k-means on each sub-vector block.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d), n >= ksub
+        """
+        x = check_vectors(x, self.d)
+        if x.shape[0] < self.ksub:
+            raise ValueError(
+                f"too few training points: got {x.shape[0]}, need at least "
+                f"ksub={self.ksub} (2**nbits) to train the product quantizer."
+            )
+        centroids = np.empty((self.M, self.ksub, self.dsub), np.float32)
+        for m in range(self.M):
+            sub = np.ascontiguousarray(x[:, m * self.dsub : (m + 1) * self.dsub])
+            centroids[m], _ = train_centroids(
+                sub, self.ksub, niter=self.niter, seed=self.seed + m
+            )
+        self._set_centroids(centroids)
+
+    def compute_codes(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """Encode vectors to packed codes of shape (n, code_size), uint8."""
+        self._check_trained()
+        return self._encode(check_vectors(x, self.d))
+
+    def _encode(self, x: NDArray[np.float32]) -> NDArray[np.uint8]:
+        idx = np.empty((x.shape[0], self.M), np.uint16)
+        with serial_blas():
+            _pq.assign_codes(x, self._centroids, self._ynorm, self._encode_chunk,
+                             scratch(self._encode_chunk * self.ksub), idx)
+        codes = np.empty((x.shape[0], self.code_size), np.uint8)
+        _pq.pack_codes(idx, self.nbits, codes)
+        return codes
+
+    def unpack(self, codes: NDArray[np.uint8]) -> NDArray[np.uint16]:
+        """Sub-code indices of shape (n, M) from packed codes."""
+        codes = self._check_codes(codes)
+        idx = np.empty((codes.shape[0], self.M), np.uint16)
+        _pq.unpack_codes(codes, self.nbits, idx)
+        return idx
+
+    def decode(self, codes: ArrayLike) -> NDArray[np.float32]:
+        """Reconstruct vectors of shape (n, d) from packed codes."""
+        self._check_trained()
+        idx = self.unpack(codes)
+        return self._centroids[np.arange(self.M), idx].reshape(idx.shape[0], self.d)
+
+    def _check_codes(self, codes: ArrayLike) -> NDArray[np.uint8]:
+        arr = np.asarray(codes)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != self.code_size:
+            raise ValueError(
+                f"codes must have shape (n, code_size={self.code_size}), got {arr.shape}."
+            )
+        if arr.dtype != np.uint8:
+            raise TypeError(f"codes must be uint8, got dtype {arr.dtype}.")
+        return np.ascontiguousarray(arr)
+
+    def __repr__(self) -> str:
+        return f"ProductQuantizer(d={self.d}, M={self.M}, nbits={self.nbits})"
+
+
+class IndexPQ:
+    """Exhaustive search over product-quantized vectors (faiss's ``IndexPQ``).
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension, a multiple of M.
+    M : int
+        Number of sub-quantizers (bytes per vector when nbits=8).
+    nbits : int, default 8
+        Bits per sub-code, 1 to 16.
+    metric : int, default METRIC_L2
+        METRIC_L2 or METRIC_INNER_PRODUCT.
+    seed : int, default 1234
+        Seeds training.
+    """
+
+    def __init__(
+        self, d: int, M: int, nbits: int = 8, metric: int = METRIC_L2, seed: int = 1234
+    ) -> None:
+        self.pq = ProductQuantizer(d, M, nbits)
+        self.pq.seed = int(seed)
+        self.d = self.pq.d
+        self.metric_type = check_metric(metric)
+        self.code_size = self.pq.code_size
+        self._codes = RowBuffer(self.code_size, np.uint8)
+
+    @property
+    def is_trained(self) -> bool:
+        return self.pq.is_trained
+
+    @property
+    def ntotal(self) -> int:
+        return self._codes.size
+
+    @property
+    def codes(self) -> NDArray[np.uint8]:
+        """Stored codes, shape (ntotal, code_size) (a read-only view)."""
+        view = self._codes.view()
+        view.flags.writeable = False
+        return view
+
+    def _check_trained(self, what: str) -> None:
+        if not self.is_trained:
+            raise NotTrainedError(f"IndexPQ.{what} called before train.")
+
+    def train(self, x: ArrayLike) -> None:
+        """Train the product quantizer on `x` of shape (n, d), n >= 2**nbits."""
+        self.pq.train(x)
+
+    def add(self, x: ArrayLike) -> None:
+        """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
+        self._check_trained("add")
+        self._codes.append(self.pq.compute_codes(x))
+
+    def sa_encode(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """Codes of shape (n, code_size) for `x` (not stored)."""
+        self._check_trained("sa_encode")
+        return self.pq.compute_codes(x)
+
+    def sa_decode(self, codes: ArrayLike) -> NDArray[np.float32]:
+        """Vectors of shape (n, d) reconstructed from codes."""
+        self._check_trained("sa_decode")
+        return self.pq.decode(codes)
+
+    def search(
+        self, x: ArrayLike, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Return the approximate k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        k : int
+            Number of neighbours, ``k >= 1``.
+
+        Returns
+        -------
+        D : ndarray of shape (n, k), float32
+            Approximate squared L2 distances ascending (inner products
+            descending); +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
+        I : ndarray of shape (n, k), int64
+            Ids, -1 where fewer than k vectors exist.
+        """
+        self._check_trained("search")
+        x = check_vectors(x, self.d)
+        k = check_positive_int(k, "k")
+        nseg = n_segments(x.shape[0], max(1, self.ntotal // 4096))
+        D, I = padded_heaps(x.shape[0] * nseg, k)
+        pq = self.pq
+        _pq.pq_search(
+            x, pq._cbt, pq._ynorm, self._codes.view(), pq.nbits,
+            self.metric_type == METRIC_L2, nseg, scratch(pq.M * pq.ksub), D, I,
+        )
+        return finish(D, I, nseg, self.metric_type)
+
+    def reset(self) -> None:
+        """Remove every vector (the trained quantizer is kept)."""
+        self._codes.clear()
+
+    def reconstruct(self, key: int) -> NDArray[np.float32]:
+        """Decoded vector `key`, shape (d,)."""
+        self._check_trained("reconstruct")
+        key = int(key)
+        if not 0 <= key < self.ntotal:
+            raise KeyError(f"id {key} is not in the index (ntotal={self.ntotal}).")
+        return self.pq.decode(self._codes.view()[key : key + 1])[0]
+
+    def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
+        """Decoded vectors i0 .. i0 + n - 1, shape (n, d)."""
+        self._check_trained("reconstruct_n")
+        n = self.ntotal - i0 if n is None else n
+        if i0 < 0 or n < 0 or i0 + n > self.ntotal:
+            raise KeyError(f"range [{i0}, {i0 + n}) is outside [0, {self.ntotal}).")
+        return self.pq.decode(self._codes.view()[i0 : i0 + n])
+
+    def __repr__(self) -> str:
+        pq = self.pq
+        return f"IndexPQ(d={self.d}, M={pq.M}, nbits={pq.nbits}, ntotal={self.ntotal})"
