@@ -89,3 +89,14 @@ def check_metric(metric: object) -> int:
             f"metric must be METRIC_L2 or METRIC_INNER_PRODUCT, got {metric!r}."
         )
     return int(metric)
+
+
+def check_is_trained_assignment(value: object, actual: bool, requirement: str) -> None:
+    """faiss scripts set ``is_trained = True`` after loading centroids by hand.
+
+    pqfast derives ``is_trained`` from the state, so such an assignment is
+    accepted when it states the truth and refused, with what is missing,
+    otherwise.
+    """
+    if bool(value) != actual:
+        raise ValueError(f"is_trained follows the index state: {requirement}.")

@@ -11,6 +11,7 @@ from pqfast._search import finish, n_segments, padded_heaps, scratch
 from pqfast._validation import (
     NotTrainedError,
     check_ids,
+    check_is_trained_assignment,
     check_metric,
     check_positive_int,
     check_vectors,
@@ -117,12 +118,10 @@ class IndexIVFPQ:
 
     @is_trained.setter
     def is_trained(self, value: bool) -> None:
-        # faiss scripts set this after loading centroids by hand; accept only the truth.
-        if bool(value) != self.is_trained:
-            raise ValueError(
-                "is_trained follows the state: the quantizer must hold nlist centroids "
-                "and pq.centroids must be set."
-            )
+        check_is_trained_assignment(
+            value, self.is_trained,
+            "the quantizer must hold nlist centroids and pq.centroids must be set",
+        )
 
     def get_list_size(self, list_no: int) -> int:
         """Number of vectors in inverted list `list_no`."""

@@ -12,6 +12,7 @@ from pqfast._storage import RowBuffer
 from pqfast._threads import serial_blas
 from pqfast._validation import (
     NotTrainedError,
+    check_is_trained_assignment,
     check_metric,
     check_positive_int,
     check_pq_shape,
@@ -180,6 +181,10 @@ class IndexPQ:
     def is_trained(self) -> bool:
         return self.pq.is_trained
 
+    @is_trained.setter
+    def is_trained(self, value: bool) -> None:
+        check_is_trained_assignment(value, self.is_trained, "pq.centroids must be set")
+
     @property
     def ntotal(self) -> int:
         return self._codes.size
@@ -197,6 +202,8 @@ class IndexPQ:
 
     def train(self, x: ArrayLike) -> None:
         """Train the product quantizer on `x` of shape (n, d), n >= 2**nbits."""
+        if self.ntotal > 0:
+            raise ValueError("the index holds vectors; call reset() before train.")
         self.pq.train(x)
 
     def add(self, x: ArrayLike) -> None:
