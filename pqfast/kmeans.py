@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 from pqfast._kernels import _kmeans
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import scratch
-from pqfast._validation import check_positive_int, check_vectors
+from pqfast._validation import NotTrainedError, check_positive_int, check_vectors
 from pqfast.flat import IndexFlat, knn
 
 # faiss splits an empty cluster's neighbour by moving both copies this far apart.
@@ -185,8 +185,6 @@ class Kmeans:
     def assign(self, x: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Nearest centroid of each vector: (distances (n,), labels (n,))."""
         if self.centroids is None:
-            from pqfast._validation import NotTrainedError
-
             raise NotTrainedError("Kmeans.assign called before train.")
         D, I = self.index.search(x, 1)
         return D.ravel(), I.ravel()
