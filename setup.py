@@ -56,7 +56,7 @@ extensions = [
     Extension(
         f"pqfast._kernels.{name}",
         [f"pqfast/_kernels/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "pqfast/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in KERNELS

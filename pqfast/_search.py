@@ -1,7 +1,7 @@
 """Plumbing shared by the search paths: padded heaps, work splitting, finishing.
 
-Kernels fill max-heaps in "smaller is better" space; `finish` merges the
-per-segment heaps of each query, sorts them and restores inner-product signs.
+Kernels select in "smaller is better" space, padding with (FLT_MAX, -1);
+`finish` merges per-segment heaps and restores inner-product signs.
 """
 
 from __future__ import annotations
@@ -13,20 +13,31 @@ from pqfast._kernels import _topk
 from pqfast._metrics import METRIC_INNER_PRODUCT
 from pqfast._threads import omp_get_max_threads
 
-FLT_MAX = np.finfo(np.float32).max
+# A query's scan is split across threads only in pieces of at least this many
+# codes: below it, waking another thread costs more than it saves.
+CODES_PER_SEGMENT = 8192
 
 
-def n_segments(nq: int, max_segments: int) -> int:
-    """How many pieces to split each query's work into so all threads are busy."""
+def n_segments(nq: int, work_per_query: int) -> int:
+    """How many pieces to split each query's work into so all threads are busy.
+
+    Parameters
+    ----------
+    nq : int
+        Independent work items (queries or query blocks); each runs on one thread.
+    work_per_query : int
+        Codes (or base vectors) one item scans.
+    """
     threads = omp_get_max_threads()
+    max_segments = work_per_query // CODES_PER_SEGMENT
     if nq >= threads or max_segments <= 1:
         return 1
     return int(min(-(-threads // nq), max_segments))
 
 
-def padded_heaps(rows: int, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Heaps filled with the padding faiss returns: distance FLT_MAX, id -1."""
-    return np.full((rows, k), FLT_MAX, dtype=np.float32), np.full((rows, k), -1, np.int64)
+def result_arrays(rows: int, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Uninitialised (D, I) for a kernel, which pads them itself (FLT_MAX, -1)."""
+    return np.empty((rows, k), np.float32), np.empty((rows, k), np.int64)
 
 
 def scratch(per_thread: int, dtype: type = np.float32) -> NDArray:
@@ -37,14 +48,17 @@ def scratch(per_thread: int, dtype: type = np.float32) -> NDArray:
 def finish(
     D: NDArray[np.float32], I: NDArray[np.int64], nseg: int, metric: int
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Merge segment heaps, sort by (distance, id) and return faiss's (D, I)."""
+    """Return faiss's (D, I) from kernel output.
+
+    With nseg == 1 the kernels leave each row sorted by (distance, id); with
+    more, each query has nseg heaps, merged and sorted here.  Inner-product
+    kernels work on negated similarities: their sign is restored.
+    """
     if nseg > 1:
         nq, k = D.shape[0] // nseg, D.shape[1]
-        Dout, Iout = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
+        Dout, Iout = result_arrays(nq, k)
         _topk.merge_heaps(D, I, nseg, Dout, Iout)
         D, I = Dout, Iout
-    else:
-        _topk.sort_heaps(D, I)
     if metric == METRIC_INNER_PRODUCT:
         np.negative(D, out=D)
     return D, I

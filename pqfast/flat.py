@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from pqfast._kernels import _topk
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
-from pqfast._search import finish, n_segments, padded_heaps, scratch
+from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._storage import RowBuffer
 from pqfast._threads import serial_blas
 from pqfast._validation import check_metric, check_positive_int, check_vectors
@@ -15,6 +17,10 @@ from pqfast._validation import check_metric, check_positive_int, check_vectors
 # A GEMM block of distances (queries x base rows, 512 KiB) stays in L2 cache.
 _QUERY_BLOCK = 128
 _BASE_BLOCK = 1024
+# OpenBLAS runs a GEMM of at most this many multiply-adds on the calling thread
+# (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c).
+_BLAS_SERIAL_FLOPS = 65536 * 4
+_EMPTY = np.empty(0, np.float32)
 
 
 def knn(
@@ -44,13 +50,16 @@ def knn(
     l2 = metric == METRIC_L2
     if l2 and xb_norms is None:
         xb_norms = np.einsum("ij,ij->i", xb, xb)
-    qnorm = np.einsum("ij,ij->i", x, x) if l2 else np.empty(0, np.float32)
-    xnorm = xb_norms if l2 else np.empty(0, np.float32)
-    nseg = n_segments(-(-nq // _QUERY_BLOCK), nb // _BASE_BLOCK)
-    D, I = padded_heaps(nq * nseg, k)
-    with serial_blas():
-        _topk.knn(x, qnorm, xb, xnorm, l2, _QUERY_BLOCK, _BASE_BLOCK, nseg,
-                  scratch(_QUERY_BLOCK * _BASE_BLOCK), D, I)
+    xnorm = xb_norms if l2 else _EMPTY
+    qb = min(nq, _QUERY_BLOCK) or 1
+    nseg = n_segments(-(-nq // qb), nb * x.shape[1] // 64)
+    D, I = result_arrays(nq * nseg, k)
+    # The kernel calls BLAS only for blocks of more than 4 queries, and BLAS
+    # threads itself only above _BLAS_SERIAL_FLOPS: otherwise skip the pinning.
+    use_blas = qb > 4 and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
+    with serial_blas() if use_blas else nullcontext():
+        _topk.knn(x, xb, xnorm, l2, qb, _BASE_BLOCK, nseg,
+                  scratch(qb * _BASE_BLOCK), D, I)
     return finish(D, I, nseg, metric)
 
 
@@ -112,8 +121,12 @@ class IndexFlat:
         I : ndarray of shape (n, k), int64
             Ids of the neighbours, -1 where fewer than k vectors exist.
         """
-        x = check_vectors(x, self.d)
-        k = check_positive_int(k, "k")
+        return self._search(check_vectors(x, self.d), check_positive_int(k, "k"))
+
+    def _search(
+        self, x: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """``search`` on validated input (for indexes that use this one as quantizer)."""
         return knn(x, self._xb.view(), k, self.metric_type, self._norms.view())
 
     def reset(self) -> None:

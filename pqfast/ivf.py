@@ -7,7 +7,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from pqfast._kernels import _ivf
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
-from pqfast._search import finish, n_segments, padded_heaps, scratch
+from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._validation import (
     NotTrainedError,
     check_ids,
@@ -16,14 +16,14 @@ from pqfast._validation import (
     check_positive_int,
     check_vectors,
 )
-from pqfast.flat import knn
+from pqfast.flat import IndexFlat, knn
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.kmeans import train_centroids
 from pqfast.pq import ProductQuantizer
 
 # Rows encoded at a time by add: bounds the float32 residual buffer.
 _ADD_CHUNK = 1 << 16
-_EMPTY_TABLE = np.zeros((0, 0, 0), np.float32)
+_EMPTY_TABLE = np.zeros((0, 0, 0), np.float32)  # "no precomputed table"
 
 
 class IndexIVFPQ:
@@ -182,12 +182,20 @@ class IndexIVFPQ:
         self._centroids = None
         self._precomputed = None
 
+    def _quantizer_search(
+        self, x: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Coarse search of validated x: pqfast's flat index skips re-validation."""
+        if isinstance(self.quantizer, IndexFlat):
+            return self.quantizer._search(x, k)
+        return self.quantizer.search(x, k)
+
     def _assign(
         self, x: NDArray[np.float32], cents: NDArray[np.float32] | None = None
     ) -> NDArray[np.int64]:
         """Nearest coarse centroid of each row (by the quantizer's metric)."""
         if cents is None:
-            _, I = self.quantizer.search(x, 1)
+            _, I = self._quantizer_search(x, 1)
         else:
             metric = getattr(self.quantizer, "metric_type", METRIC_L2)
             _, I = knn(x, cents, 1, metric)
@@ -254,9 +262,8 @@ class IndexIVFPQ:
         self, x: NDArray[np.float32], nprobe: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Probed lists per query and the coarse distance term for each."""
-        Dq, Iq = self.quantizer.search(x, nprobe)
-        Iq = np.ascontiguousarray(Iq, dtype=np.int64)
-        self._check_list_nos(Iq)
+        Dq, Iq = self._quantizer_search(x, nprobe)
+        Iq = np.ascontiguousarray(Iq, dtype=np.int64)  # the kernel checks the values
         qmetric = getattr(self.quantizer, "metric_type", METRIC_L2)
         if qmetric == self.metric_type:
             base = Dq if self.metric_type == METRIC_L2 else -Dq
@@ -294,8 +301,8 @@ class IndexIVFPQ:
         nprobe = min(self.nprobe, self.nlist)
         base, probes = self._coarse_terms(x, nprobe)
         precomp = self._precomputed_table()
-        nseg = n_segments(x.shape[0], nprobe)
-        D, I = padded_heaps(x.shape[0] * nseg, k)
+        nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
+        D, I = result_arrays(x.shape[0] * nseg, k)
         pq, inv = self.pq, self.invlists
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),

@@ -7,7 +7,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from pqfast._kernels import _pq
 from pqfast._metrics import METRIC_L2
-from pqfast._search import finish, n_segments, padded_heaps, scratch
+from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._storage import RowBuffer
 from pqfast._threads import serial_blas
 from pqfast._validation import (
@@ -244,8 +244,8 @@ class IndexPQ:
         self._check_trained("search")
         x = check_vectors(x, self.d)
         k = check_positive_int(k, "k")
-        nseg = n_segments(x.shape[0], max(1, self.ntotal // 4096))
-        D, I = padded_heaps(x.shape[0] * nseg, k)
+        nseg = n_segments(x.shape[0], self.ntotal)
+        D, I = result_arrays(x.shape[0] * nseg, k)
         pq = self.pq
         _pq.pq_search(
             x, pq._cbt, pq._ynorm, self._codes.view(), pq.nbits,

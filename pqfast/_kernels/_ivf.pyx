@@ -16,56 +16,95 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
-from pqfast._kernels._common cimport dot_table, scan_codes
+from pqfast._kernels._arrays cimport F32, I64, U64, checked, dim, expect
+from pqfast._kernels._common cimport (
+    heap_init,
+    heap_sort,
+    pqfast_add,
+    pqfast_dot_table,
+    scan_codes,
+    team_size,
+)
 
 
-def ivfpq_search(const float[:, ::1] x,            # IN  (nq, d) queries
-                 const int64_t[:, ::1] probes,     # IN  (nq, nprobe) list numbers, -1 = none
-                 const float[:, ::1] coarse,       # IN  (nq, nprobe) ||x - c||^2 or -<x, c>
-                 const float[:, :, ::1] cbt,       # IN  (M, dsub, ksub) transposed codebook
-                 const float[:, ::1] ynorm,        # IN  (M, ksub) ||y_mj||^2
-                 const float[:, :, ::1] precomp,   # IN  (nlist, M, ksub) P_l, or shape (0, 0, 0)
-                 const float[:, ::1] centroids,    # IN  (nlist, d) coarse centroids
-                 const uint64_t[::1] code_ptrs,    # IN  (nlist,) address of each list's codes
-                 const uint64_t[::1] id_ptrs,      # IN  (nlist,) address of each list's ids
-                 const int64_t[::1] sizes,         # IN  (nlist,) entries per list
+def ivfpq_search(x,            # IN  (nq, d) float32 queries
+                 probes,       # IN  (nq, nprobe) int64 list numbers, -1 = none
+                 coarse,       # IN  (nq, nprobe) float32 ||x - c||^2 or -<x, c>
+                 cbt,          # IN  (M, dsub, ksub) float32 transposed codebook
+                 ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
+                 precomp,      # IN  (nlist, M, ksub) float32 P_l, or (0, M, ksub)
+                 centroids,    # IN  (nlist, d) float32 coarse centroids
+                 code_ptrs,    # IN  (nlist,) uint64 address of each list's codes
+                 id_ptrs,      # IN  (nlist,) uint64 address of each list's ids
+                 sizes,        # IN  (nlist,) int64 entries per list
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
-                 float[:, ::1] work,               # SCRATCH (n_threads, 2 * M * ksub)
-                 float[:, ::1] D,                  # INOUT (nq * nseg, k) heaps, padded
-                 int64_t[:, ::1] I):               # INOUT (nq * nseg, k)
-    """Fill the heaps; work item w scans query w // nseg's probe segment w % nseg.
+                 work,         # SCRATCH (n_threads, >= 2 * M * ksub) float32
+                 D,            # OUT (nq * nseg, k) float32
+                 I):           # OUT (nq * nseg, k) int64
+    """Work item w scans query w // nseg's probe segment w % nseg into heap row w.
 
-    The caller has checked every list number against nlist and every array
-    shape, so nothing here can read out of bounds.
+    With nseg == 1 the rows come out sorted; otherwise they are heaps for
+    merge_heaps.  Every shape and every list number is checked here, with the
+    GIL held; the list arrays behind code_ptrs/id_ptrs are the caller's
+    (ArrayInvertedLists keeps them in step with sizes).
     """
-    cdef Py_ssize_t M = cbt.shape[0], dsub = cbt.shape[1], ksub = cbt.shape[2]
-    cdef Py_ssize_t nprobe = probes.shape[1], k = D.shape[1], mk = M * ksub
-    cdef Py_ssize_t w, q, s, p, t, l
-    cdef int nt = work.shape[0]
-    cdef bint have_precomp = precomp.shape[0] > 0
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
+    cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
+    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
+    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    cdef const float* prep = <const float*>checked(precomp, F32, 3, False, "precomp")
+    cdef const float* centp = <const float*>checked(centroids, F32, 2, False, "centroids")
+    cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False, "code_ptrs")
+    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
+    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
+    cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = M * ksub
+    cdef Py_ssize_t wcols = dim(work, 1), n_items = nq * nseg
+    cdef bint have_precomp = dim(precomp, 0) > 0
+    expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
+    expect(ksub == (1 << nbits) and code_size == (M * nbits + 7) // 8, "nbits")
+    expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
+           "probes and coarse")
+    expect(not have_precomp or (dim(precomp, 0) == nlist and dim(precomp, 1) == M
+                                and dim(precomp, 2) == ksub), "precomputed table")
+    expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
+    expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
+           and dim(I, 1) == k and k >= 1, "heap shapes")
+    expect(wcols >= 2 * mk, "work")
+    cdef Py_ssize_t w, q, s, p, l
+    for w in range(nq * nprobe):
+        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
+    cdef int nt = <int>dim(work, 0)
     cdef float* qtab
     cdef float* ltab
-    cdef float* tab
-    cdef const float* ptab
-    for w in prange(D.shape[0], nogil=True, schedule="dynamic", num_threads=nt):
+    cdef const float* tab
+    for w in prange(n_items, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
-        qtab = &work[threadid(), 0]
+        qtab = wp + threadid() * wcols
         ltab = qtab + mk
+        heap_init(Dp + w * k, Ip + w * k, k)
         memset(qtab, 0, mk * sizeof(float))
-        dot_table(&x[q, 0], &cbt[0, 0, 0], M, dsub, ksub, -2.0 if l2 else -1.0, qtab)
+        pqfast_dot_table(xp + q * d, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0, qtab)
         for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
-            l = probes[q, p]
-            if l < 0 or sizes[l] == 0:
+            l = pp[q * nprobe + p]
+            if l < 0 or szp[l] == 0:
                 continue
             tab = qtab
             if l2:
-                ptab = &precomp[l, 0, 0] if have_precomp else &ynorm[0, 0]
-                for t in range(mk):
-                    ltab[t] = qtab[t] + ptab[t]
+                pqfast_add(qtab, prep + l * mk if have_precomp else ynp, mk, ltab)
                 if not have_precomp:
-                    dot_table(&centroids[l, 0], &cbt[0, 0, 0], M, dsub, ksub, 2.0, ltab)
+                    pqfast_dot_table(centp + l * d, cbtp, M, dsub, ksub, 2.0, ltab)
                 tab = ltab
-            scan_codes(tab, <const uint8_t*><uintptr_t>code_ptrs[l],
-                       <const int64_t*><uintptr_t>id_ptrs[l], 0, sizes[l], code_size,
-                       M, nbits, ksub, coarse[q, p], &D[w, 0], &I[w, 0], k)
+            scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
+                       <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
+                       M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k)
+        if nseg == 1:
+            heap_sort(Dp + w * k, Ip + w * k, k)

@@ -8,6 +8,8 @@ on the number of threads.
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 
+from pqfast._kernels._common cimport team_size
+
 
 def update_centroids(const float[:, ::1] x,        # IN  (n, d) points
                      const int64_t[::1] order,     # IN  (n,) point indices grouped by cluster
@@ -19,7 +21,8 @@ def update_centroids(const float[:, ::1] x,        # IN  (n, d) points
     cdef int nt = work.shape[0]
     cdef const float* row
     cdef double* acc
-    for c in prange(k, nogil=True, schedule="dynamic", chunksize=16, num_threads=nt):
+    for c in prange(k, nogil=True, schedule="dynamic", chunksize=16,
+                    num_threads=team_size(k, 16, nt)):
         n_c = starts[c + 1] - starts[c]
         if n_c == 0:
             continue

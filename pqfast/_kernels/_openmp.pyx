@@ -1,19 +1,10 @@
 """OpenMP thread control; a serial build reports one thread."""
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define PQFAST_HAVE_OPENMP 1
-    #else
-    #define PQFAST_HAVE_OPENMP 0
-    static int omp_get_max_threads(void) { return 1; }
-    static void omp_set_num_threads(int n) { (void)n; }
-    #endif
-    """
-    int PQFAST_HAVE_OPENMP
-    int omp_get_max_threads() nogil
-    void omp_set_num_threads(int n) nogil
+from pqfast._kernels._common cimport (
+    PQFAST_HAVE_OPENMP,
+    omp_get_max_threads,
+    omp_set_num_threads,
+)
 
 
 def get_max_threads():

@@ -4,7 +4,16 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from pqfast._kernels._common cimport dot_table, gemm_abt, scan_codes
+from pqfast._kernels._arrays cimport F32, I64, U8, checked, dim, expect
+from pqfast._kernels._common cimport (
+    gemm_abt,
+    heap_init,
+    heap_sort,
+    pqfast_dot_table,
+    scan_codes,
+    sqnorm,
+    team_size,
+)
 
 
 def assign_codes(const float[:, ::1] x,          # IN  (n, d) vectors
@@ -24,19 +33,22 @@ def assign_codes(const float[:, ::1] x,          # IN  (n, d) vectors
     cdef float dist, dbest
     cdef float* dots
     cdef const float* row
-    for c in prange((n + chunk - 1) // chunk, nogil=True, schedule="dynamic",
-                    num_threads=nt):
+    cdef const float* yn
+    cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
+    for c in prange(n_chunks, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n_chunks, 1, nt)):
         i0 = c * chunk
         nr = min(chunk, n - i0)
         dots = &work[threadid(), 0]
         for m in range(M):
             gemm_abt(&x[i0, m * dsub], d, nr, &cents[m, 0, 0], dsub, ksub, dsub, dots)
+            yn = &ynorm[m, 0]
             for i in range(nr):
                 row = dots + i * ksub
                 best = 0
-                dbest = ynorm[m, 0] - 2 * row[0]
+                dbest = yn[0] - (row[0] + row[0])
                 for j in range(1, ksub):
-                    dist = ynorm[m, j] - 2 * row[j]
+                    dist = yn[j] - (row[j] + row[j])  # not 2 * x: a C double
                     if dist < dbest:
                         dbest = dist
                         best = j
@@ -50,7 +62,8 @@ def pack_codes(const uint16_t[:, ::1] idx,  # IN  (n, M) sub-codes < 2**nbits
     cdef Py_ssize_t i, m, bit, M = idx.shape[1], cs = codes.shape[1]
     cdef uint32_t v
     with nogil:
-        for i in prange(idx.shape[0], schedule="static"):
+        for i in prange(idx.shape[0], schedule="static",
+                        num_threads=team_size(idx.shape[0], 4096, 0)):
             memset(&codes[i, 0], 0, cs)
             bit = 0
             for m in range(M):
@@ -70,7 +83,8 @@ def unpack_codes(const uint8_t[:, ::1] codes,  # IN  (n, code_size)
     cdef Py_ssize_t i, m, bit, M = idx.shape[1]
     cdef uint32_t v, mask = (1u << nbits) - 1
     with nogil:
-        for i in prange(codes.shape[0], schedule="static"):
+        for i in prange(codes.shape[0], schedule="static",
+                        num_threads=team_size(codes.shape[0], 4096, 0)):
             bit = 0
             for m in range(M):
                 v = codes[i, bit >> 3]
@@ -82,42 +96,58 @@ def unpack_codes(const uint8_t[:, ::1] codes,  # IN  (n, code_size)
                 bit = bit + nbits
 
 
-def pq_search(const float[:, ::1] x,           # IN  (nq, d) queries
-              const float[:, :, ::1] cbt,      # IN  (M, dsub, ksub) transposed codebook
-              const float[:, ::1] ynorm,       # IN  (M, ksub) ||y_mj||^2
-              const uint8_t[:, ::1] codes,     # IN  (n, code_size) database codes
+def pq_search(x,            # IN  (nq, d) float32 queries
+              cbt,          # IN  (M, dsub, ksub) float32 transposed codebook
+              ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
+              codes,        # IN  (n, code_size) uint8 database codes
               int nbits, bint l2, Py_ssize_t nseg,
-              float[:, ::1] work,              # SCRATCH (n_threads, M * ksub)
-              float[:, ::1] D,                 # INOUT (nq * nseg, k) heaps, padded
-              int64_t[:, ::1] I):              # INOUT (nq * nseg, k)
-    """Exhaustive asymmetric-distance search into unsorted heaps.
+              work,         # SCRATCH (n_threads, >= M * ksub) float32
+              D,            # OUT (nq * nseg, k) float32
+              I):           # OUT (nq * nseg, k) int64
+    """Exhaustive asymmetric-distance search.
 
     Work item w handles query w // nseg over database segment w % nseg, so a
-    small batch still uses every thread.  L2 tables hold ||y||^2 - 2<x_m, y>
-    with ||x||^2 as the base; inner-product tables hold -<x_m, y>.
+    small batch still uses every thread; with nseg == 1 the rows come out
+    sorted, otherwise they are heaps for merge_heaps.  L2 tables hold
+    ||y||^2 - 2<x_m, y> with ||x||^2 as the base; inner-product tables hold
+    -<x_m, y>.
     """
-    cdef Py_ssize_t M = cbt.shape[0], dsub = cbt.shape[1], ksub = cbt.shape[2]
-    cdef Py_ssize_t n = codes.shape[0], cs = codes.shape[1], k = D.shape[1]
-    cdef Py_ssize_t w, q, s, j, lo, hi
-    cdef int nt = work.shape[0]
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
+    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    cdef const uint8_t* cp = <const uint8_t*>checked(codes, U8, 2, False, "codes")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
+    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
+    cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1), wcols = dim(work, 1)
+    cdef Py_ssize_t n_items = nq * nseg
+    expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
+    expect(ksub == (1 << nbits) and cs == (M * nbits + 7) // 8, "nbits")
+    expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
+           and dim(I, 1) == k and k >= 1 and wcols >= M * ksub, "heap and work shapes")
+    cdef Py_ssize_t w, q, s, lo, hi
+    cdef int nt = <int>dim(work, 0)
     cdef float base
     cdef float* table
-    if n == 0:
-        return
-    for w in prange(D.shape[0], nogil=True, schedule="dynamic", num_threads=nt):
+    for w in prange(n_items, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
-        table = &work[threadid(), 0]
+        table = wp + threadid() * wcols
+        heap_init(Dp + w * k, Ip + w * k, k)
         base = 0
         if l2:
-            memcpy(table, &ynorm[0, 0], M * ksub * sizeof(float))
-            for j in range(x.shape[1]):
-                base = base + x[q, j] * x[q, j]
+            memcpy(table, ynp, M * ksub * sizeof(float))
+            base = sqnorm(xp + q * d, d)
         else:
             memset(table, 0, M * ksub * sizeof(float))
-        dot_table(&x[q, 0], &cbt[0, 0, 0], M, dsub, ksub, -2.0 if l2 else -1.0, table)
+        pqfast_dot_table(xp + q * d, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0, table)
         lo = n * s // nseg
         hi = n * (s + 1) // nseg
         if hi > lo:
-            scan_codes(table, &codes[lo, 0], NULL, lo, hi - lo, cs, M, nbits, ksub,
-                       base, &D[w, 0], &I[w, 0], k)
+            scan_codes(table, cp + lo * cs, NULL, lo, hi - lo, cs, M, nbits, ksub,
+                       base, Dp + w * k, Ip + w * k, k)
+        if nseg == 1:
+            heap_sort(Dp + w * k, Ip + w * k, k)

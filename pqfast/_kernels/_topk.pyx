@@ -4,78 +4,120 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from pqfast._kernels._common cimport gemm_abt, heap_merge, heap_push, heap_sort
+from pqfast._kernels._arrays cimport F32, I64, checked, dim, expect
+from pqfast._kernels._common cimport (
+    gemm_abt,
+    heap_init,
+    heap_merge,
+    heap_sift_down,
+    heap_sort,
+    sqnorm,
+    team_size,
+)
 
 
-def knn(const float[:, ::1] x,      # IN  (nq, d) queries
-        const float[::1] qnorm,        # IN  (nq,) ||x_i||^2 (L2)
-        const float[:, ::1] xb,        # IN  (nb, d) base vectors
-        const float[::1] xnorm,        # IN  (nb,) ||xb_j||^2 (L2)
-        bint l2,                       # IN  squared L2, else negated inner product
-        Py_ssize_t qb,                 # IN  queries per GEMM block
-        Py_ssize_t bb,                 # IN  base rows per GEMM block
-        Py_ssize_t nseg,               # IN  base segments per query block
-        float[:, ::1] work,            # SCRATCH (n_threads, qb * bb)
-        float[:, ::1] D,               # INOUT (nq * nseg, k) heaps, padded
-        int64_t[:, ::1] I):            # INOUT (nq * nseg, k)
+def knn(x,              # IN  (nq, d) float32 queries
+        xb,             # IN  (nb, d) float32 base vectors
+        xnorm,          # IN  (nb,) ||xb_j||^2, or (0,) for inner product
+        bint l2,        # IN  squared L2, else negated inner product
+        Py_ssize_t qb,  # IN  queries per GEMM block
+        Py_ssize_t bb,  # IN  base rows per GEMM block
+        Py_ssize_t nseg,  # IN  base segments per query block
+        work,           # SCRATCH (n_threads, >= qb * bb) float32
+        D,              # OUT (nq * nseg, k) float32
+        I):             # OUT (nq * nseg, k) int64
     """Exact k-NN by blocked GEMM, each block's distances pushed into heaps.
 
     Work item w covers query block w // nseg against base segment w % nseg;
-    query i's heap for segment s is row i * nseg + s.  BLAS runs single-
-    threaded inside each OpenMP thread (scikit-learn's k-means scheme).
+    query i's heap for segment s is row i * nseg + s.  With nseg == 1 the rows
+    come out sorted, otherwise they are heaps for merge_heaps.  BLAS runs
+    single-threaded inside each OpenMP thread (scikit-learn's k-means scheme).
     """
-    cdef Py_ssize_t nq = x.shape[0], nb = xb.shape[0], dim = x.shape[1], k = D.shape[1]
-    cdef Py_ssize_t n_qblocks = (nq + qb - 1) // qb
-    cdef Py_ssize_t w, q0, q1, s, b0, b1, blo, bhi, i, j, row
-    cdef int nt = work.shape[0]
-    cdef float d
-    cdef float* dots
-    if nq == 0 or nb == 0:
-        return
-    for w in prange(n_qblocks * nseg, nogil=True, schedule="dynamic", num_threads=nt):
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* xbp = <const float*>checked(xb, F32, 2, False, "xb")
+    cdef const float* xn_p = <const float*>checked(xnorm, F32, 1, False, "xnorm")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nb = dim(xb, 0), k = dim(D, 1)
+    cdef Py_ssize_t wcols = dim(work, 1)
+    expect(dim(xb, 1) == d, "xb and x differ in d")
+    expect(qb >= 1 and bb >= 1 and nseg >= 1 and wcols >= qb * bb, "block sizes")
+    expect(dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg and dim(I, 1) == k
+           and k >= 1, "heap shapes")
+    expect(not l2 or dim(xnorm, 0) == nb, "xnorm length")
+    cdef int nt = <int>dim(work, 0)
+    cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
+    cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, row
+    cdef float dd, qn, thr
+    cdef float* dist
+    for w in prange(n_items, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
-        q1 = min(q0 + qb, nq)
+        nr = min(qb, nq - q0)
         s = w % nseg
-        blo = nb * s // nseg
+        for i in range(nr):
+            heap_init(Dp + ((q0 + i) * nseg + s) * k, Ip + ((q0 + i) * nseg + s) * k, k)
+        b0 = nb * s // nseg
         bhi = nb * (s + 1) // nseg
-        dots = &work[threadid(), 0]
-        b0 = blo
         while b0 < bhi:
-            b1 = min(b0 + bb, bhi)
-            gemm_abt(&x[q0, 0], dim, q1 - q0, &xb[b0, 0], dim, b1 - b0, dim, dots)
-            for i in range(q1 - q0):
+            nbk = min(bb, bhi - b0)
+            dist = wp + threadid() * wcols
+            gemm_abt(xp + q0 * d, <int>d, <int>nr, xbp + b0 * d, <int>d, <int>nbk,
+                     <int>d, dist)
+            for i in range(nr):
                 row = (q0 + i) * nseg + s
-                for j in range(b1 - b0):
-                    if l2:
-                        d = qnorm[q0 + i] + xnorm[b0 + j] - 2 * dots[i * (b1 - b0) + j]
-                        if d < 0:
-                            d = 0
-                    else:
-                        d = -dots[i * (b1 - b0) + j]
-                    heap_push(&D[row, 0], &I[row, 0], k, d, b0 + j)
-            b0 = b1
+                # dot products -> distances (a vectorizable pass), then selection
+                if l2:
+                    qn = sqnorm(xp + (q0 + i) * d, d)
+                    for j in range(nbk):
+                        dd = qn + xn_p[b0 + j] - (dist[j] + dist[j])  # not 2 * x: a C double
+                        dist[j] = dd if dd > 0 else 0
+                else:
+                    for j in range(nbk):
+                        dist[j] = -dist[j]
+                # Ids arrive in increasing order, so a tie with the heap top
+                # never wins and a plain "<" against a cached threshold suffices.
+                thr = Dp[row * k]
+                for j in range(nbk):
+                    if dist[j] < thr:
+                        heap_sift_down(Dp + row * k, Ip + row * k, k, 0, dist[j], b0 + j)
+                        thr = Dp[row * k]
+                dist = dist + nbk
+            b0 = b0 + nbk
+        if nseg == 1:
+            for i in range(nr):
+                heap_sort(Dp + (q0 + i) * k, Ip + (q0 + i) * k, k)
 
 
-def sort_heaps(float[:, ::1] D, int64_t[:, ::1] I):
+def sort_heaps(D, I):
     """Sort each row's max-heap ascending by (distance, id), in place."""
-    cdef Py_ssize_t q, k = D.shape[1]
-    with nogil:
-        for q in prange(D.shape[0], schedule="static"):
-            heap_sort(&D[q, 0], &I[q, 0], k)
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t q, n = dim(D, 0), k = dim(D, 1)
+    expect(dim(I, 0) == n and dim(I, 1) == k, "D and I shapes")
+    for q in prange(n, nogil=True, schedule="static", num_threads=team_size(n, 256, 0)):
+        heap_sort(Dp + q * k, Ip + q * k, k)
 
 
-def merge_heaps(const float[:, ::1] Dseg,   # IN  (nq * nseg, k) heaps
-                const int64_t[:, ::1] Iseg,  # IN
+def merge_heaps(Dseg,             # IN  (nq * nseg, k) float32 heaps
+                Iseg,             # IN  (nq * nseg, k) int64
                 Py_ssize_t nseg,
-                float[:, ::1] D,             # OUT (nq, k) sorted results
-                int64_t[:, ::1] I):          # OUT
+                D,                # OUT (nq, k) float32, sorted
+                I):               # OUT (nq, k) int64
     """Merge the nseg partial heaps of each query and sort the result."""
-    cdef Py_ssize_t q, s, k = D.shape[1]
-    with nogil:
-        for q in prange(D.shape[0], schedule="static"):
-            memcpy(&D[q, 0], &Dseg[q * nseg, 0], k * sizeof(float))
-            memcpy(&I[q, 0], &Iseg[q * nseg, 0], k * sizeof(int64_t))
-            for s in range(1, nseg):
-                heap_merge(&D[q, 0], &I[q, 0], &Dseg[q * nseg + s, 0],
-                           &Iseg[q * nseg + s, 0], k)
-            heap_sort(&D[q, 0], &I[q, 0], k)
+    cdef const float* Dsp = <const float*>checked(Dseg, F32, 2, False, "Dseg")
+    cdef const int64_t* Isp = <const int64_t*>checked(Iseg, I64, 2, False, "Iseg")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t q, s, nq = dim(D, 0), k = dim(D, 1)
+    expect(nseg >= 1 and dim(Dseg, 0) == nq * nseg and dim(Iseg, 0) == nq * nseg
+           and dim(Dseg, 1) == k and dim(Iseg, 1) == k and dim(I, 0) == nq
+           and dim(I, 1) == k, "heap shapes")
+    for q in prange(nq, nogil=True, schedule="static", num_threads=team_size(nq, 256, 0)):
+        memcpy(Dp + q * k, Dsp + q * nseg * k, k * sizeof(float))
+        memcpy(Ip + q * k, Isp + q * nseg * k, k * sizeof(int64_t))
+        for s in range(1, nseg):
+            heap_merge(Dp + q * k, Ip + q * k, Dsp + (q * nseg + s) * k,
+                       Isp + (q * nseg + s) * k, k)
+        heap_sort(Dp + q * k, Ip + q * k, k)

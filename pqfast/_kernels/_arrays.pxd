@@ -1,0 +1,42 @@
+# Argument checks for kernels that take numpy arrays as plain objects.
+#
+# Typed memoryviews cost about a microsecond each to unpack, which dominates a
+# single-query search; these checks cost a few tens of nanoseconds and still
+# refuse, with the GIL held and before any nogil code runs, any array whose
+# dtype, rank, contiguity, writability or shape the kernel does not expect.
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef enum:
+    F32 = cnp.NPY_FLOAT32
+    I64 = cnp.NPY_INT64
+    U64 = cnp.NPY_UINT64
+    U8 = cnp.NPY_UINT8
+
+
+cdef inline void* checked(object obj, int typenum, int ndim, bint writable,
+                          str name) except NULL:
+    """Data pointer of a C-contiguous ndarray of the given type and rank."""
+    if not isinstance(obj, cnp.ndarray):
+        raise TypeError(f"kernel argument {name} must be a numpy array")
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim:
+        raise TypeError(f"kernel argument {name}: unexpected dtype {a.dtype} or rank {a.ndim}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"kernel argument {name} must be C-contiguous")
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"kernel argument {name} must be writable")
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline Py_ssize_t dim(object a, int i) noexcept:
+    """Extent of axis i of an array already accepted by `checked`."""
+    return cnp.PyArray_DIM(<cnp.ndarray>a, i)
+
+
+cdef inline int expect(bint ok, str what) except -1:
+    if not ok:
+        raise ValueError(f"kernel arguments disagree: {what}")
+    return 0
