@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pqfast
+from pqfast._kernels import _openmp
 from conftest import gaussian_mixture, recall_at
 
 FLT_MAX = np.finfo(np.float32).max
@@ -279,6 +280,7 @@ def test_results_identical_with_1_and_2_threads(data, embeddings):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="serial build (PQFAST_NO_OPENMP)")
 def test_thread_count_follows_omp_set_num_threads():
     pqfast.omp_set_num_threads(1)
     assert pqfast.omp_get_max_threads() == 1
