@@ -10,6 +10,18 @@
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.float cimport FLT_MAX
+from scipy.linalg.cython_blas cimport sgemm
+
+
+
+cdef extern from "simd.h" nogil:
+    void pqfast_dots(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
+                     float* out)
+    void pqfast_dot_table(
+        const float* x, const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
+        Py_ssize_t ksub, float scale, float* out)
+    void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
+    float pqfast_adc8(const float* table, const uint8_t* code, Py_ssize_t M)
 
 
 cdef extern from *:
@@ -113,9 +125,7 @@ cdef inline float adc_distance(const float* table, const uint8_t* code,
     cdef uint32_t v, mask = (1u << nbits) - 1, shift
     cdef float d = 0
     if nbits == 8:
-        for m in range(M):
-            d = d + table[m * 256 + code[m]]
-        return d
+        return pqfast_adc8(table, code, M)
     for m in range(M):
         byte = bit >> 3
         shift = bit & 7
@@ -146,18 +156,6 @@ cdef inline void scan_codes(const float* table, const uint8_t* codes,
         idx = ids[i] if ids != NULL else id0 + i
         if pair_less(d, idx, hd[0], hi[0]):
             heap_sift_down(hd, hi, k, 0, d, idx)
-
-
-from scipy.linalg.cython_blas cimport sgemm
-
-
-cdef extern from "simd.h" nogil:
-    void pqfast_dots(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
-                     float* out)
-    void pqfast_dot_table "pqfast_dot_table"(
-        const float* x, const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
-        Py_ssize_t ksub, float scale, float* out)
-    void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
 
 
 cdef inline float sqnorm(const float* x, Py_ssize_t d) noexcept nogil:
