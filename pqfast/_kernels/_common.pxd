@@ -22,6 +22,9 @@ cdef extern from "simd.h" nogil:
         Py_ssize_t ksub, float scale, float* out)
     void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
     float pqfast_adc8(const float* table, const uint8_t* code, Py_ssize_t M)
+    void pqfast_l2_from_dots(float* dist, const float* xnorm, float qn, Py_ssize_t n)
+    void pqfast_negate(float* dist, Py_ssize_t n)
+    float pqfast_min(const float* d, Py_ssize_t n)
 
 
 cdef extern from *:

@@ -11,6 +11,9 @@ from pqfast._kernels._common cimport (
     heap_merge,
     heap_sift_down,
     heap_sort,
+    pqfast_l2_from_dots,
+    pqfast_min,
+    pqfast_negate,
     sqnorm,
     team_size,
 )
@@ -49,7 +52,7 @@ def knn(x,              # IN  (nq, d) float32 queries
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, row
-    cdef float dd, qn, thr
+    cdef float thr, mn
     cdef float* dist
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
@@ -67,22 +70,29 @@ def knn(x,              # IN  (nq, d) float32 queries
                      <int>d, dist)
             for i in range(nr):
                 row = (q0 + i) * nseg + s
-                # dot products -> distances (a vectorizable pass), then selection
+                # dot products -> distances, then selection; both SIMD passes
+                # leave the scalar heap loop only rows holding a candidate.
                 if l2:
-                    qn = sqnorm(xp + (q0 + i) * d, d)
-                    for j in range(nbk):
-                        dd = qn + xn_p[b0 + j] - (dist[j] + dist[j])  # not 2 * x: a C double
-                        dist[j] = dd if dd > 0 else 0
+                    pqfast_l2_from_dots(dist, xn_p + b0, sqnorm(xp + (q0 + i) * d, d), nbk)
                 else:
-                    for j in range(nbk):
-                        dist[j] = -dist[j]
-                # Ids arrive in increasing order, so a tie with the heap top
-                # never wins and a plain "<" against a cached threshold suffices.
+                    pqfast_negate(dist, nbk)
                 thr = Dp[row * k]
-                for j in range(nbk):
-                    if dist[j] < thr:
-                        heap_sift_down(Dp + row * k, Ip + row * k, k, 0, dist[j], b0 + j)
-                        thr = Dp[row * k]
+                mn = pqfast_min(dist, nbk)
+                if mn < thr and k == 1:
+                    # the first position of the minimum is the smallest id
+                    j = 0
+                    while dist[j] != mn:
+                        j = j + 1
+                    Dp[row] = mn
+                    Ip[row] = b0 + j
+                elif mn < thr:
+                    # Ids arrive in increasing order, so a tie with the heap top
+                    # never wins and a plain "<" against the threshold suffices.
+                    for j in range(nbk):
+                        if dist[j] < thr:
+                            heap_sift_down(Dp + row * k, Ip + row * k, k, 0, dist[j],
+                                           b0 + j)
+                            thr = Dp[row * k]
                 dist = dist + nbk
             b0 = b0 + nbk
         if nseg == 1:

@@ -75,6 +75,37 @@ static inline float pqfast_adc8(const float *table, const uint8_t *code, ptrdiff
     return (a0 + a1) + (a2 + a3);
 }
 
+/* dist[j] = max(qn + xnorm[j] - 2 dist[j], 0): dot products to squared L2. */
+PQFAST_MULTIVERSION
+static void pqfast_l2_from_dots(float *dist, const float *xnorm, float qn, ptrdiff_t n)
+{
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float d = qn + xnorm[j] - (dist[j] + dist[j]);
+        dist[j] = d > 0 ? d : 0;
+    }
+}
+
+/* dist[j] = -dist[j]: inner products to "smaller is better". */
+PQFAST_MULTIVERSION
+static void pqfast_negate(float *dist, ptrdiff_t n)
+{
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < n; j++)
+        dist[j] = -dist[j];
+}
+
+/* Smallest of d[0..n); FLT_MAX when n == 0. */
+PQFAST_MULTIVERSION
+static float pqfast_min(const float *d, ptrdiff_t n)
+{
+    float m = 3.402823466e+38f;
+#pragma omp simd reduction(min : m)
+    for (ptrdiff_t j = 0; j < n; j++)
+        m = d[j] < m ? d[j] : m;
+    return m;
+}
+
 /* out[i] = a[i] + b[i] */
 PQFAST_MULTIVERSION
 static void pqfast_add(const float *a, const float *b, ptrdiff_t n, float *out)
