@@ -56,9 +56,15 @@ class Dataset:
     def __post_init__(self) -> None:
         self.xb = np.ascontiguousarray(self.xb, dtype=np.float32)
         self.xq = np.ascontiguousarray(self.xq, dtype=np.float32)
-        if self.xb.ndim != 2 or self.xq.ndim != 2 or self.xb.shape[1] != self.xq.shape[1]:
-            raise ValueError(f"{self.name}: base {self.xb.shape} and queries "
-                             f"{self.xq.shape} must be 2-D with the same d.")
+        if (
+            self.xb.ndim != 2
+            or self.xq.ndim != 2
+            or self.xb.shape[1] != self.xq.shape[1]
+        ):
+            raise ValueError(
+                f"{self.name}: base {self.xb.shape} and queries "
+                f"{self.xq.shape} must be 2-D with the same d."
+            )
         self.family = self.family or self.name
 
     @property
@@ -86,7 +92,9 @@ class Dataset:
         """The training set every library gets: a seeded subset of the base."""
         if self.n <= max_train:
             return self.xb
-        rows = np.sort(np.random.default_rng(seed).choice(self.n, max_train, replace=False))
+        rows = np.sort(
+            np.random.default_rng(seed).choice(self.n, max_train, replace=False)
+        )
         return np.ascontiguousarray(self.xb[rows])
 
 
@@ -102,15 +110,23 @@ def _split(x: NDArray, nq: int) -> tuple[NDArray, NDArray]:
     return x[nq:], x[:nq]
 
 
-def bundled(nq: int = 1000) -> Dataset:
-    """MiniLM word embeddings shipped in data/ (10k x 384, unit norm), L2 and IP."""
+BUNDLED_QUERIES = 1000
+
+
+def bundled(nq: int = BUNDLED_QUERIES) -> Dataset:
+    """MiniLM word embeddings shipped in data/ (10k x 384, unit norm), L2 and IP.
+
+    The last 9,000 rows are always the base; the queries are the first `nq`
+    (at most 1,000) rows.
+    """
     x = np.load(BUNDLED).astype(np.float32)
-    xb, xq = _split(x, nq)
-    return Dataset("minilm-10k", xb, xq, METRICS)
+    xq = x[: min(nq, BUNDLED_QUERIES)]
+    return Dataset("minilm-10k", x[BUNDLED_QUERIES:], xq, METRICS)
 
 
-def synthetic(n: int, d: int, nq: int = 1000, seed: int = 1234,
-              n_clusters: int = 100) -> Dataset:
+def synthetic(
+    n: int, d: int, nq: int = 1000, seed: int = 1234, n_clusters: int = 100
+) -> Dataset:
     """Seeded Gaussian mixture: `n_clusters` centres, unit-variance clusters.
 
     Base and queries come from the same mixture; the same (n, d, seed) always
@@ -124,12 +140,13 @@ def synthetic(n: int, d: int, nq: int = 1000, seed: int = 1234,
         out = np.empty((count, d), np.float32)
         for s in range(0, count, 1 << 16):
             m = min(1 << 16, count - s)
-            out[s:s + m] = centres[r.integers(n_clusters, size=m)]
-            out[s:s + m] += r.standard_normal((m, d), dtype=np.float32)
+            out[s : s + m] = centres[r.integers(n_clusters, size=m)]
+            out[s : s + m] += r.standard_normal((m, d), dtype=np.float32)
         return out
 
-    return Dataset(f"synthetic-{n}x{d}", draw(n, 1), draw(nq, 2), METRICS,
-                   family=f"synthetic-d{d}")
+    return Dataset(
+        f"synthetic-{n}x{d}", draw(n, 1), draw(nq, 2), METRICS, family=f"synthetic-d{d}"
+    )
 
 
 # ------------------------------------------------------------------ files
@@ -140,7 +157,9 @@ def read_vecs(path: Path, max_n: int | None = None) -> NDArray:
     d = int(raw[:4].view(np.int32)[0])
     row = 4 + d * np.dtype(dtype).itemsize
     if raw.size % row:
-        raise ValueError(f"{path}: size {raw.size} is not a multiple of {row}-byte rows.")
+        raise ValueError(
+            f"{path}: size {raw.size} is not a multiple of {row}-byte rows."
+        )
     rows = raw.reshape(-1, row)[:max_n]
     return np.ascontiguousarray(rows[:, 4:]).view(dtype)
 
@@ -161,35 +180,52 @@ def _read_array(path: Path, max_n: int | None) -> NDArray:
         return np.load(path, mmap_mode="r")[:max_n]
     if path.suffix in (".fvecs", ".bvecs", ".ivecs"):
         return read_vecs(path, max_n)
-    raise ValueError(f"{path}: unsupported format (use .npy, .fvecs, .bvecs, .ivecs, .hdf5).")
+    raise ValueError(
+        f"{path}: unsupported format (use .npy, .fvecs, .bvecs, .ivecs, .hdf5)."
+    )
 
 
 def _load_hdf5(path: Path, max_n: int | None) -> Dataset:
     try:
         import h5py
     except ImportError as exc:
-        raise SystemExit("reading ann-benchmarks .hdf5 files needs h5py "
-                         "(pip install h5py).") from exc
+        raise SystemExit(
+            "reading ann-benchmarks .hdf5 files needs h5py (pip install h5py)."
+        ) from exc
     with h5py.File(path, "r") as f:
-        distance = str(f.attrs.get("distance", "angular" if "angular" in path.stem
-                                   else "euclidean"))
+        distance = str(
+            f.attrs.get(
+                "distance", "angular" if "angular" in path.stem else "euclidean"
+            )
+        )
         xb = np.asarray(f["train"][:max_n], np.float32)
         xq = np.asarray(f["test"][:], np.float32)
         full = max_n is None or max_n >= f["train"].shape[0]
-        neighbors = np.asarray(f["neighbors"][:], np.int64) if full and "neighbors" in f else None
+        neighbors = (
+            np.asarray(f["neighbors"][:], np.int64)
+            if full and "neighbors" in f
+            else None
+        )
     if distance == "angular":
         metric, xb, xq = "ip", normalize(xb), normalize(xq)
     elif distance in ("euclidean", "l2"):
         metric = "l2"
     else:
-        raise ValueError(f"{path}: distance '{distance}' is not supported (angular, euclidean).")
+        raise ValueError(
+            f"{path}: distance '{distance}' is not supported (angular, euclidean)."
+        )
     gt = {metric: neighbors} if neighbors is not None else {}
     return Dataset(path.stem, xb, xq, (metric,), gt)
 
 
-def load_file(path: str | Path, nq: int = 1000, max_n: int | None = None,
-              queries: str | Path | None = None, gt: str | Path | None = None,
-              metric: str = "l2") -> Dataset:
+def load_file(
+    path: str | Path,
+    nq: int = 1000,
+    max_n: int | None = None,
+    queries: str | Path | None = None,
+    gt: str | Path | None = None,
+    metric: str = "l2",
+) -> Dataset:
     """Load a user's data set (see the module docstring for formats).
 
     Parameters

@@ -55,6 +55,7 @@ class Library:
 
     name: str = ""
     kinds: tuple[str, ...] = ()
+    threaded = True  # False: no thread setting, measured at one thread count only
 
     def __init__(self, module: ModuleType) -> None:
         self.module = module
@@ -108,7 +109,9 @@ class FaissAPI(Library):
         self.module.omp_set_num_threads(n)
 
     def _flat(self, d: int, metric: str) -> Any:
-        return self.module.IndexFlatL2(d) if metric == "l2" else self.module.IndexFlatIP(d)
+        return (
+            self.module.IndexFlatL2(d) if metric == "l2" else self.module.IndexFlatIP(d)
+        )
 
     def create(self, spec: IndexSpec) -> Any:
         m = self.module
@@ -118,8 +121,14 @@ class FaissAPI(Library):
         if spec.kind == "PQ":
             index = m.IndexPQ(spec.d, spec.M, spec.nbits, metric)
         else:
-            index = m.IndexIVFPQ(self._flat(spec.d, spec.metric), spec.d, spec.nlist,
-                                 spec.M, spec.nbits, metric)
+            index = m.IndexIVFPQ(
+                self._flat(spec.d, spec.metric),
+                spec.d,
+                spec.nlist,
+                spec.M,
+                spec.nbits,
+                metric,
+            )
         for part in (index, getattr(index, "pq", None)):
             if hasattr(part, "cp"):  # faiss: ClusteringParameters
                 part.cp.seed = spec.seed
@@ -145,8 +154,11 @@ class Faiss(FaissAPI):
 
     def __init__(self, module: ModuleType, scalar_variant: bool = False) -> None:
         super().__init__(module)
-        self.scalar_variant = scalar_variant and self.simd_level() is not None \
+        self.scalar_variant = (
+            scalar_variant
+            and self.simd_level() is not None
             and hasattr(module, "SIMDLevel_NONE")
+        )
 
     def simd_level(self) -> str | None:
         """faiss.SIMDConfig.get_level_name() where this faiss has it."""
@@ -184,10 +196,15 @@ class Nanopq(Library):
 
     name = "nanopq"
     kinds = ("PQ",)
+    threaded = False
 
     def create(self, spec: IndexSpec) -> NanopqIndex:
-        pq = self.module.PQ(M=spec.M, Ks=2 ** spec.nbits,
-                            metric="l2" if spec.metric == "l2" else "dot", verbose=False)
+        pq = self.module.PQ(
+            M=spec.M,
+            Ks=2**spec.nbits,
+            metric="l2" if spec.metric == "l2" else "dot",
+            verbose=False,
+        )
         return NanopqIndex(pq, spec.seed, np.empty((0, spec.M), np.uint8))
 
     def train(self, index: NanopqIndex, xt: NDArray[np.float32]) -> None:
@@ -196,16 +213,22 @@ class Nanopq(Library):
     def add(self, index: NanopqIndex, xb: NDArray[np.float32]) -> None:
         index.codes = np.concatenate([index.codes, index.pq.encode(xb)])
 
-    def search(self, index: NanopqIndex, xq: NDArray[np.float32], k: int) -> SearchResult:
-        sign = 1.0 if index.pq.metric == "l2" else -1.0  # smallest_k wants lower = better
+    def search(
+        self, index: NanopqIndex, xq: NDArray[np.float32], k: int
+    ) -> SearchResult:
+        sign = (
+            1.0 if index.pq.metric == "l2" else -1.0
+        )  # smallest_k wants lower = better
         n = index.codes.shape[0]
         step = max(1, (1 << 24) // max(1, n))
         D = np.empty((xq.shape[0], min(k, n)), np.float32)
-        I = np.empty(D.shape, np.int64)
+        I = np.empty(D.shape, np.int64)  # noqa: E741 (faiss naming)
         for s in range(0, xq.shape[0], step):
-            block = np.stack([index.pq.dtable(q).adist(index.codes) for q in xq[s:s + step]])
+            block = np.stack(
+                [index.pq.dtable(q).adist(index.codes) for q in xq[s : s + step]]
+            )
             vals, ids = smallest_k(sign * block, k)
-            D[s:s + step], I[s:s + step] = sign * vals, ids
+            D[s : s + step], I[s : s + step] = sign * vals, ids
         return D, I
 
     def index_bytes(self, index: NanopqIndex, spec: IndexSpec) -> int:
@@ -215,7 +238,9 @@ class Nanopq(Library):
         return len(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def load_libraries(names: list[str], faiss_scalar: bool) -> tuple[list[Library], list[str]]:
+def load_libraries(
+    names: list[str], faiss_scalar: bool
+) -> tuple[list[Library], list[str]]:
     """Import the requested libraries; return the adapters and skip messages."""
     libs: list[Library] = []
     skipped: list[str] = []

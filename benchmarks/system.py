@@ -14,8 +14,9 @@ import platform
 import resource
 import sys
 import tempfile
+import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -39,6 +40,22 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def settle(max_wait: float = 0.25, step: float = 0.004) -> None:
+    """Wait (at most `max_wait` s) until no thread of this process is using CPU.
+
+    After a parallel call, OpenMP and OpenBLAS worker threads busy-wait for a
+    while; on a machine with few cores they would steal time from the next
+    library timed (severalfold on 2 cores), so timed sections start
+    only once the process is idle.
+    """
+    end = time.perf_counter() + max_wait
+    while time.perf_counter() < end:
+        cpu = time.process_time()
+        time.sleep(step)
+        if time.process_time() - cpu < 0.25 * step:
+            return
+
+
 def peak_rss_mb() -> float:
     """Process-wide peak resident set size so far, in MiB (getrusage)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -56,14 +73,16 @@ class Progress:
                 from tqdm.auto import tqdm
             except ImportError:
                 return
-            self._bar = tqdm(total=total, desc=desc, unit="step", leave=False,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True
+            )
 
     def update(self, n: int = 1, status: str | None = None) -> None:
         if self._bar is not None:
             if status is not None:
-                self._bar.set_postfix_str(status, refresh=False)
-            self._bar.update(n)
+                self._bar.set_postfix_str(status, refresh=n == 0)
+            if n:
+                self._bar.update(n)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -77,14 +96,6 @@ class Progress:
         self.close()
 
 
-def progress_iter(items: Iterable, total: int, desc: str, enabled: bool = True) -> Iterator:
-    """Iterate over `items` with a progress bar (see `Progress`)."""
-    with Progress(total, desc, enabled) as bar:
-        for item in items:
-            yield item
-            bar.update()
-
-
 @contextlib.contextmanager
 def captured_chatter(notes: set[str]) -> Iterator[None]:
     """Silence Python warnings and native writes to fd 2; add their lines to `notes`.
@@ -93,7 +104,10 @@ def captured_chatter(notes: set[str]) -> Iterator[None]:
     leaving fd 2 alone where it cannot be duplicated (e.g. some notebooks).
     """
     sys.stderr.flush()
-    with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryFile() as tmp:
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        tempfile.TemporaryFile() as tmp,
+    ):
         warnings.simplefilter("always")
         try:
             saved = os.dup(2)
