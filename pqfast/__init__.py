@@ -5,8 +5,8 @@
 
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._threads import omp_get_max_threads, omp_set_num_threads
-from pqfast._validation import NotTrainedError
-from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn
+from pqfast._validation import IdNotFoundError, NotTrainedError
+from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.ivf import IndexIVFPQ
 from pqfast.kmeans import Kmeans
@@ -23,10 +23,12 @@ __all__ = [
     "IndexFlatL2",
     "IndexIVFPQ",
     "IndexPQ",
+    "IdNotFoundError",
     "Kmeans",
     "NotTrainedError",
     "ProductQuantizer",
     "knn",
+    "normalize_L2",
     "omp_get_max_threads",
     "omp_set_num_threads",
 ]

@@ -30,7 +30,7 @@ def n_segments(nq: int, work_per_query: int) -> int:
     """
     threads = omp_get_max_threads()
     max_segments = work_per_query // CODES_PER_SEGMENT
-    if nq >= threads or max_segments <= 1:
+    if nq == 0 or nq >= threads or max_segments <= 1:
         return 1
     return int(min(-(-threads // nq), max_segments))
 

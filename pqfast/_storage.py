@@ -45,13 +45,13 @@ class RowBuffer:
         self._data[self.size : self.size + n] = rows
         self.size += n
 
-    def keep(self, mask: NDArray[np.bool_]) -> int:
-        """Keep only the rows where `mask` is true, in order; return how many went."""
-        kept = self.view()[mask]
-        self._data[: kept.shape[0]] = kept
-        removed = self.size - kept.shape[0]
-        self.size = kept.shape[0]
-        return removed
+    def assign(self, rows: NDArray) -> None:
+        """Replace the contents by `rows` (no more rows than stored: no allocation)."""
+        n = rows.shape[0]
+        if n > self.size:
+            raise ValueError("assign can only shrink a RowBuffer")
+        self._data[:n] = rows
+        self.size = n
 
     def clear(self) -> None:
         """Drop every row and release the memory."""

@@ -12,12 +12,42 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 
+# Squared norms of vectors with larger entries can overflow float32 (3.4e38).
+_MAX_ABS = 1e15
+
+
 class NotTrainedError(ValueError, RuntimeError):
     """An index or quantizer was used before ``train``.
 
     Subclasses both ValueError and RuntimeError (what faiss raises), so either
     ``except`` clause catches it.
     """
+
+
+class IdNotFoundError(KeyError, RuntimeError):
+    """An id asked for (e.g. by ``reconstruct``) is not stored.
+
+    A KeyError, and a RuntimeError (what faiss raises).
+    """
+
+
+def check_key(key: object, ntotal: int | None = None) -> int:
+    """Return an integer id; with `ntotal`, one in [0, ntotal)."""
+    if isinstance(key, bool) or not isinstance(key, numbers.Integral):
+        raise TypeError(f"id must be an integer, got {type(key).__name__}.")
+    key = int(key)
+    if ntotal is not None and not 0 <= key < ntotal:
+        raise IdNotFoundError(f"id {key} is not in the index (ntotal={ntotal}).")
+    return key
+
+
+def check_range(i0: object, n: object, ntotal: int) -> tuple[int, int]:
+    """Return (i0, n) for ids i0 .. i0 + n - 1, all in [0, ntotal); n=None: to the end."""
+    i0 = check_key(i0)
+    n = ntotal - i0 if n is None else check_key(n)
+    if i0 < 0 or n < 0 or i0 + n > ntotal:
+        raise IdNotFoundError(f"range [{i0}, {i0 + n}) is outside [0, {ntotal}).")
+    return i0, n
 
 
 def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
@@ -42,6 +72,11 @@ def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if arr.size and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity.")
+    if arr.size and np.abs(arr).max() > _MAX_ABS:
+        raise ValueError(
+            f"{name} has values above {_MAX_ABS:g} in magnitude: squared distances "
+            "would overflow float32."
+        )
     return arr
 
 

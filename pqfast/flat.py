@@ -12,7 +12,13 @@ from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._storage import RowBuffer
 from pqfast._threads import serial_blas
-from pqfast._validation import check_metric, check_positive_int, check_vectors
+from pqfast._validation import (
+    check_key,
+    check_metric,
+    check_positive_int,
+    check_range,
+    check_vectors,
+)
 
 # A GEMM block of distances (queries x base rows, 512 KiB) stays in L2 cache.
 _QUERY_BLOCK = 128
@@ -24,27 +30,39 @@ _EMPTY = np.empty(0, np.float32)
 
 
 def knn(
+    xq: ArrayLike, xb: ArrayLike, k: int, metric: int = METRIC_L2
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Exact k nearest rows of `xb` for each row of `xq` (faiss's ``knn``).
+
+    Parameters
+    ----------
+    xq : array-like of shape (nq, d)
+    xb : array-like of shape (nb, d)
+    k : int, k >= 1
+    metric : METRIC_L2 (squared distances) or METRIC_INNER_PRODUCT
+
+    Returns
+    -------
+    D, I : float32 and int64 arrays of shape (nq, k), best first, padded with
+        (+FLT_MAX, -1) for L2 and (-FLT_MAX, -1) for inner product.
+    """
+    if np.ndim(xb) != 2:
+        raise ValueError(f"xb must be 2-D (nb, d), got shape {np.shape(xb)}.")
+    xb = check_vectors(xb, np.shape(xb)[1], "xb")
+    xq = check_vectors(xq, xb.shape[1], "xq")
+    return _knn(xq, xb, check_positive_int(k, "k"), check_metric(metric))
+
+
+def _knn(
     x: NDArray[np.float32],
     xb: NDArray[np.float32],
     k: int,
     metric: int = METRIC_L2,
     xb_norms: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact k nearest rows of `xb` for each row of `x`, by blocked GEMM.
+    """``knn`` on validated C-contiguous float32 input, by blocked GEMM.
 
-    Parameters
-    ----------
-    x : ndarray of shape (nq, d), float32, C-contiguous
-    xb : ndarray of shape (nb, d), float32, C-contiguous
-    k : int
-    metric : METRIC_L2 (squared distances) or METRIC_INNER_PRODUCT
-    xb_norms : ndarray of shape (nb,), optional
-        Precomputed squared norms of `xb` (L2 only).
-
-    Returns
-    -------
-    D, I : float32 and int64 arrays of shape (nq, k), best first, padded with
-        (+FLT_MAX, -1) for L2 and (-FLT_MAX, -1) for inner product.
+    `xb_norms` may hold precomputed squared norms of `xb` (L2 only).
     """
     nq, nb = x.shape[0], xb.shape[0]
     l2 = metric == METRIC_L2
@@ -61,6 +79,21 @@ def knn(
         _topk.knn(x, xb, xnorm, l2, qb, _BASE_BLOCK, nseg,
                   scratch(qb * _BASE_BLOCK), D, I)
     return finish(D, I, nseg, metric)
+
+
+def normalize_L2(x: NDArray[np.float32]) -> None:
+    """Scale each row of `x` to unit L2 norm, in place (rows of zeros stay zero).
+
+    As in faiss, `x` must be a C-contiguous float32 array, since it is
+    modified in place.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise TypeError("normalize_L2 works in place: x must be a C-contiguous float32 array.")
+    if not x.flags.writeable:
+        raise ValueError("normalize_L2 works in place: x must be writable.")
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))[:, None]
+    np.divide(rows, norms, out=rows, where=norms > 0, casting="unsafe")
 
 
 class IndexFlat:
@@ -80,6 +113,7 @@ class IndexFlat:
         self.is_trained = True
         self._xb = RowBuffer(self.d, np.float32)
         self._norms = RowBuffer(0, np.float32)
+        self._version = 0  # counts modifications (indexes using this as quantizer cache)
 
     @property
     def ntotal(self) -> int:
@@ -98,8 +132,12 @@ class IndexFlat:
         x : array-like of shape (n, d)
         """
         x = check_vectors(x, self.d)
+        norms = np.einsum("ij,ij->i", x, x)
+        self._xb.reserve(self.ntotal + x.shape[0])  # may fail: nothing written yet
+        self._norms.reserve(self.ntotal + x.shape[0])
         self._xb.append(x)
-        self._norms.append(np.einsum("ij,ij->i", x, x))
+        self._norms.append(norms)
+        self._version += 1
 
     def search(
         self, x: ArrayLike, k: int
@@ -127,25 +165,22 @@ class IndexFlat:
         self, x: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """``search`` on validated input (for indexes that use this one as quantizer)."""
-        return knn(x, self._xb.view(), k, self.metric_type, self._norms.view())
+        return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view())
 
     def reset(self) -> None:
         """Remove every vector."""
         self._xb.clear()
         self._norms.clear()
+        self._version += 1
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         """Return stored vector `key` as an array of shape (d,)."""
-        key = int(key)
-        if not 0 <= key < self.ntotal:
-            raise KeyError(f"id {key} is not in the index (ntotal={self.ntotal}).")
+        key = check_key(key, self.ntotal)
         return self._xb.view()[key].copy()
 
     def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
         """Return stored vectors i0 .. i0 + n - 1 as an (n, d) array."""
-        n = self.ntotal - i0 if n is None else n
-        if i0 < 0 or n < 0 or i0 + n > self.ntotal:
-            raise KeyError(f"range [{i0}, {i0 + n}) is outside [0, {self.ntotal}).")
+        i0, n = check_range(i0, n, self.ntotal)
         return self._xb.view()[i0 : i0 + n].copy()
 
     def __repr__(self) -> str:

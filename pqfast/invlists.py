@@ -8,11 +8,19 @@ from numpy.typing import NDArray
 from pqfast._storage import RowBuffer
 
 
+def _read_only(a: NDArray) -> NDArray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 class ArrayInvertedLists:
     """nlist lists of (code, id) entries, grown with amortized doubling.
 
-    The kernels read the lists through ``code_ptrs``, ``id_ptrs`` and
-    ``sizes``, arrays kept current by every method that changes a list.
+    The search kernel reads the lists through raw addresses, so the arrays of
+    sizes and addresses are private and changed only together with the lists
+    (``sizes`` is a read-only view).  Like faiss, concurrent searches are
+    safe, but a search must not run while another thread adds or removes.
 
     Parameters
     ----------
@@ -27,56 +35,87 @@ class ArrayInvertedLists:
         self.code_size = code_size
         self._codes = [RowBuffer(code_size, np.uint8) for _ in range(nlist)]
         self._ids = [RowBuffer(0, np.int64) for _ in range(nlist)]
-        self.sizes = np.zeros(nlist, np.int64)
-        self.code_ptrs = np.zeros(nlist, np.uint64)
-        self.id_ptrs = np.zeros(nlist, np.uint64)
+        self._sizes = np.zeros(nlist, np.int64)
+        self._code_ptrs = np.zeros(nlist, np.uint64)
+        self._id_ptrs = np.zeros(nlist, np.uint64)
         for i in range(nlist):
             self._sync(i)
 
     def _sync(self, i: int) -> None:
-        self.sizes[i] = self._ids[i].size
-        self.code_ptrs[i] = self._codes[i].address
-        self.id_ptrs[i] = self._ids[i].address
+        """Publish list i's size and addresses; codes and ids always agree in size."""
+        size = min(self._codes[i].size, self._ids[i].size)
+        self._codes[i].size = self._ids[i].size = size
+        self._sizes[i] = size
+        self._code_ptrs[i] = self._codes[i].address
+        self._id_ptrs[i] = self._ids[i].address
+
+    def _check_list_no(self, list_no: int) -> int:
+        list_no = int(list_no)
+        if not 0 <= list_no < self.nlist:
+            raise ValueError(f"list_no must be in [0, {self.nlist}), got {list_no}.")
+        return list_no
+
+    @property
+    def sizes(self) -> NDArray[np.int64]:
+        """Entries per list (read-only)."""
+        return _read_only(self._sizes)
+
+    def kernel_arrays(self) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.int64]]:
+        """(code addresses, id addresses, sizes) for the search kernel."""
+        return self._code_ptrs, self._id_ptrs, self._sizes
 
     def list_size(self, list_no: int) -> int:
         """Number of entries in list `list_no`."""
-        return int(self.sizes[list_no])
+        return int(self._sizes[self._check_list_no(list_no)])
 
     def get_codes(self, list_no: int) -> NDArray[np.uint8]:
         """Codes of list `list_no`, shape (size, code_size) (a read-only view)."""
-        view = self._codes[list_no].view()
-        view.flags.writeable = False
-        return view
+        return _read_only(self._codes[self._check_list_no(list_no)].view())
 
     def get_ids(self, list_no: int) -> NDArray[np.int64]:
         """Ids of list `list_no`, shape (size,) (a read-only view)."""
-        view = self._ids[list_no].view()
-        view.flags.writeable = False
-        return view
+        return _read_only(self._ids[self._check_list_no(list_no)].view())
 
     def add_entries(
         self, list_nos: NDArray[np.int64], codes: NDArray[np.uint8], ids: NDArray[np.int64]
     ) -> None:
-        """Append entry j to list list_nos[j], keeping input order within a list."""
+        """Append entry j to list list_nos[j], keeping input order within a list.
+
+        All or nothing: if anything fails (even KeyboardInterrupt), every list
+        is left as it was.
+        """
         order = np.argsort(list_nos, kind="stable")
         counts = np.bincount(list_nos, minlength=self.nlist)
         bounds = np.concatenate(([0], np.cumsum(counts)))
-        for i in np.flatnonzero(counts):
-            sel = order[bounds[i] : bounds[i + 1]]
-            self._codes[i].append(codes[sel])
-            self._ids[i].append(ids[sel])
-            self._sync(i)
+        touched = np.flatnonzero(counts)
+        old_sizes = self._sizes[touched].copy()
+        try:
+            for i in touched:
+                sel = order[bounds[i] : bounds[i + 1]]
+                self._codes[i].append(codes[sel])
+                self._ids[i].append(ids[sel])
+        except BaseException:
+            for i, size in zip(touched, old_sizes):
+                self._codes[i].size = self._ids[i].size = int(size)
+            raise
+        finally:
+            for i in touched:
+                self._sync(i)
 
     def remove_ids(self, ids: NDArray[np.int64]) -> int:
         """Remove every entry whose id is in `ids`; return how many were removed."""
         removed = 0
-        for i in np.flatnonzero(self.sizes):
+        for i in np.flatnonzero(self._sizes):
             drop = np.isin(self._ids[i].view(), ids)
             if drop.any():
-                keep = ~drop
-                self._codes[i].keep(keep)
-                removed += self._ids[i].keep(keep)
-                self._sync(i)
+                kept_codes = self._codes[i].view()[~drop]  # allocate before writing
+                kept_ids = self._ids[i].view()[~drop]
+                try:
+                    self._codes[i].assign(kept_codes)
+                    self._ids[i].assign(kept_ids)
+                finally:
+                    self._sync(i)
+                removed += int(drop.sum())
         return removed
 
     def reset(self) -> None:
@@ -89,4 +128,4 @@ class ArrayInvertedLists:
     @property
     def nbytes(self) -> int:
         """Bytes held by stored codes and ids."""
-        return int(self.sizes.sum()) * (self.code_size + 8)
+        return int(self._sizes.sum()) * (self.code_size + 8)

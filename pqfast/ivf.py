@@ -8,15 +8,18 @@ from numpy.typing import ArrayLike, NDArray
 from pqfast._kernels import _ivf
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
+from pqfast._threads import serial_blas
 from pqfast._validation import (
+    IdNotFoundError,
     NotTrainedError,
     check_ids,
     check_is_trained_assignment,
+    check_key,
     check_metric,
     check_positive_int,
     check_vectors,
 )
-from pqfast.flat import IndexFlat, knn
+from pqfast.flat import IndexFlat, _knn
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.kmeans import train_centroids
 from pqfast.pq import ProductQuantizer
@@ -62,8 +65,6 @@ class IndexIVFPQ:
         The residual quantizer.
     """
 
-    by_residual = True
-
     def __init__(
         self,
         quantizer: object,
@@ -76,7 +77,6 @@ class IndexIVFPQ:
     ) -> None:
         self.pq = ProductQuantizer(d, M, nbits)
         self.pq.seed = int(seed)
-        self.d = self.pq.d
         self.nlist = check_positive_int(nlist, "nlist")
         self.metric_type = check_metric(metric)
         for attr in ("d", "ntotal", "search", "add", "reconstruct_n"):
@@ -85,21 +85,34 @@ class IndexIVFPQ:
                     f"quantizer must be a flat index such as IndexFlatL2(d); "
                     f"{type(quantizer).__name__} has no '{attr}'."
                 )
-        if quantizer.d != self.d:
+        if quantizer.d != self.pq.d:
             raise ValueError(f"quantizer has d={quantizer.d}, the index has d={self.d}.")
         self.quantizer = quantizer
         self.seed = int(seed)
-        self.code_size = self.pq.code_size
-        self.invlists = ArrayInvertedLists(self.nlist, self.code_size)
+        self.invlists = ArrayInvertedLists(self.nlist, self.pq.code_size)
         self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
         self.precomputed_table_max_bytes = 1 << 31
         self._nprobe = 1
         self._next_id = 0
-        self._centroids: NDArray[np.float32] | None = None
-        self._precomputed: NDArray[np.float32] | None = None
+        # Derived state, each cached with the state it was computed from.
+        self._centroids: tuple[object, NDArray[np.float32]] | None = None
+        self._precomputed: tuple[object, NDArray[np.float32]] | None = None
         self._direct_map: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
 
     # ------------------------------------------------------------ attributes
+    d = property(lambda self: self.pq.d, doc="Vector dimension.")
+    code_size = property(lambda self: self.pq.code_size, doc="Bytes per code.")
+
+    @property
+    def by_residual(self) -> bool:
+        """Codes encode vector minus coarse centroid (always True in pqfast)."""
+        return True
+
+    @by_residual.setter
+    def by_residual(self, value: bool) -> None:
+        if not value:
+            raise ValueError("by_residual=False is not supported by pqfast's IndexIVFPQ.")
+
     @property
     def nprobe(self) -> int:
         return self._nprobe
@@ -131,12 +144,22 @@ class IndexIVFPQ:
         if not self.is_trained:
             raise NotTrainedError(f"IndexIVFPQ.{what} called before train.")
 
+    def _quantizer_state(self) -> object:
+        """Token that changes when the quantizer's centroids may have changed.
+
+        pqfast's flat index counts its modifications; for another quantizer
+        (e.g. one of faiss's) only its size is seen, so replace such a
+        quantizer's contents through ``train`` rather than by hand.
+        """
+        q = self.quantizer
+        return (id(q), q.ntotal, getattr(q, "_version", None))
+
     def _coarse_centroids(self) -> NDArray[np.float32]:
-        if self._centroids is None or self._centroids.shape[0] != self.quantizer.ntotal:
+        state = self._quantizer_state()
+        if self._centroids is None or self._centroids[0] != state:
             cents = self.quantizer.reconstruct_n(0, self.quantizer.ntotal)
-            self._centroids = np.ascontiguousarray(cents, dtype=np.float32)
-            self._precomputed = None
-        return self._centroids
+            self._centroids = (state, np.ascontiguousarray(cents, dtype=np.float32))
+        return self._centroids[1]
 
     # -------------------------------------------------------------- training
     def train(self, x: ArrayLike) -> None:
@@ -179,8 +202,6 @@ class IndexIVFPQ:
         if train_coarse:
             self.quantizer.add(cents)
         self.pq._set_centroids(pq.centroids)
-        self._centroids = None
-        self._precomputed = None
 
     def _quantizer_search(
         self, x: NDArray[np.float32], k: int
@@ -198,8 +219,10 @@ class IndexIVFPQ:
             _, I = self._quantizer_search(x, 1)
         else:
             metric = getattr(self.quantizer, "metric_type", METRIC_L2)
-            _, I = knn(x, cents, 1, metric)
-        return np.ascontiguousarray(I[:, 0], dtype=np.int64)
+            _, I = _knn(x, cents, 1, metric)
+        list_nos = np.ascontiguousarray(I[:, 0], dtype=np.int64)
+        self._check_list_nos(list_nos)
+        return list_nos
 
     # ---------------------------------------------------------------- adding
     def add(self, x: ArrayLike) -> None:
@@ -225,7 +248,6 @@ class IndexIVFPQ:
         for i0 in range(0, x.shape[0], _ADD_CHUNK):
             xc = x[i0 : i0 + _ADD_CHUNK]
             assign = self._assign(xc)
-            self._check_list_nos(assign)
             list_nos[i0 : i0 + _ADD_CHUNK] = assign
             codes[i0 : i0 + _ADD_CHUNK] = self.pq._encode(xc - cents[assign])
         self.invlists.add_entries(list_nos, codes, ids)
@@ -234,12 +256,19 @@ class IndexIVFPQ:
         self._direct_map = None
 
     def _check_list_nos(self, list_nos: NDArray[np.int64]) -> None:
-        if list_nos.size and (list_nos.min() < -1 or list_nos.max() >= self.nlist):
+        if list_nos.size and (list_nos.min() < 0 or list_nos.max() >= self.nlist):
             raise ValueError(
-                f"the quantizer returned list numbers outside [0, {self.nlist})."
+                f"the quantizer assigned list numbers outside [0, {self.nlist}) "
+                "(-1: it found no centroid, e.g. for values that overflow float32)."
             )
 
     # ------------------------------------------------------------- searching
+    def precompute_table(self) -> None:
+        """Build the L2 list-term table now (it is otherwise built on first use)."""
+        self._check_trained("precompute_table")
+        self._precomputed = None
+        self._precomputed_table()
+
     def _precomputed_table(self) -> NDArray[np.float32]:
         """P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>, or an empty table if not used."""
         pq = self.pq
@@ -250,13 +279,15 @@ class IndexIVFPQ:
         if self.metric_type != METRIC_L2 or not use:
             return _EMPTY_TABLE
         cents = self._coarse_centroids()
-        if self._precomputed is None:
+        state = (self._centroids[0], pq.version)
+        if self._precomputed is None or self._precomputed[0] != state:
             sub = cents.reshape(self.nlist, pq.M, pq.dsub).transpose(1, 0, 2)
-            table = np.matmul(sub, pq._cbt)  # (M, nlist, ksub)
+            with serial_blas():
+                table = np.matmul(sub, pq._cbt)  # (M, nlist, ksub)
             table *= 2
             table += pq._ynorm[:, None, :]
-            self._precomputed = np.ascontiguousarray(table.transpose(1, 0, 2))
-        return self._precomputed
+            self._precomputed = (state, np.ascontiguousarray(table.transpose(1, 0, 2)))
+        return self._precomputed[1]
 
     def _coarse_terms(
         self, x: NDArray[np.float32], nprobe: int
@@ -306,7 +337,7 @@ class IndexIVFPQ:
         pq, inv = self.pq, self.invlists
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
-            inv.code_ptrs, inv.id_ptrs, inv.sizes, self.code_size, pq.nbits,
+            *inv.kernel_arrays(), self.code_size, pq.nbits,
             self.metric_type == METRIC_L2, nseg, scratch(2 * pq.M * pq.ksub), D, I,
         )
         return finish(D, I, nseg, self.metric_type)
@@ -345,10 +376,10 @@ class IndexIVFPQ:
         if self._direct_map is None:
             self.make_direct_map()
         sorted_ids, where = self._direct_map
-        key = int(key)
+        key = check_key(key)
         pos = np.searchsorted(sorted_ids, key)
         if pos >= sorted_ids.size or sorted_ids[pos] != key:
-            raise KeyError(f"id {key} is not in the index.")
+            raise IdNotFoundError(f"id {key} is not in the index.")
         list_no, offset = where[pos]
         code = self.invlists.get_codes(list_no)[offset : offset + 1]
         return self.pq.decode(code)[0] + self._coarse_centroids()[list_no]

@@ -11,31 +11,31 @@ from pqfast._kernels import _kmeans
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import scratch
 from pqfast._validation import NotTrainedError, check_positive_int, check_vectors
-from pqfast.flat import IndexFlat, knn
+from pqfast.flat import IndexFlat, _knn
 
 # faiss splits an empty cluster's neighbour by moving both copies this far apart.
 _SPLIT_EPS = 1.0 / 1024
 
 
 def _split_empty(
-    centroids: NDArray[np.float32], counts: NDArray[np.int64], rng: np.random.Generator
+    centroids: NDArray[np.float32], sizes: NDArray[np.float64], rng: np.random.Generator
 ) -> None:
     """Re-seed each empty cluster by splitting a large one (as faiss does).
 
-    A donor is drawn with probability proportional to (size - 1); its centroid
-    is copied and the two copies are pushed apart by a relative +-1/1024 in
-    alternating dimensions.  In place.
+    A donor is drawn with probability proportional to (size - 1), sizes being
+    point counts or weight sums; its centroid is copied and the two copies are
+    pushed apart by a relative +-1/1024 in alternating dimensions.  In place.
     """
     sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0).astype(np.float32)
-    for ci in np.flatnonzero(counts == 0):
-        weights = np.maximum(counts - 1, 0).astype(np.float64)
-        if weights.sum() == 0:
+    for ci in np.flatnonzero(sizes == 0):
+        donors = np.maximum(sizes - 1, 0)
+        if donors.sum() <= 0:
             return
-        cj = rng.choice(len(counts), p=weights / weights.sum())
+        cj = rng.choice(len(sizes), p=donors / donors.sum())
         centroids[ci] = centroids[cj] * (1 + sign * _SPLIT_EPS)
         centroids[cj] = centroids[cj] * (1 - sign * _SPLIT_EPS)
-        counts[ci] = counts[cj] // 2
-        counts[cj] -= counts[ci]
+        sizes[ci] = sizes[cj] / 2
+        sizes[cj] -= sizes[ci]
 
 
 def _normalize_rows(x: NDArray[np.float32]) -> None:
@@ -51,8 +51,9 @@ def lloyd(
     spherical: bool = False,
     init: NDArray[np.float32] | None = None,
     verbose: bool = False,
+    weights: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    """Run Lloyd's algorithm on validated data.
+    """Run Lloyd's algorithm on validated data, optionally with point weights.
 
     Assignment is an exact 1-NN search by blocked GEMM (largest inner product
     when `spherical`, else smallest L2 distance); the update averages each
@@ -62,7 +63,7 @@ def lloyd(
     -------
     centroids : ndarray of shape (k, d), float32
     obj : ndarray of shape (niter,), the objective after each assignment
-        (sum of squared distances, or sum of inner products when spherical).
+        (weighted sum of squared distances, or of inner products when spherical).
     """
     n, d = x.shape
     centroids = (x[rng.choice(n, k, replace=False)] if init is None else init).copy()
@@ -70,16 +71,20 @@ def lloyd(
         _normalize_rows(centroids)
     metric = METRIC_INNER_PRODUCT if spherical else METRIC_L2
     work = scratch(d, np.float64)
+    w = np.empty(0, np.float32) if weights is None else weights
     obj = np.empty(niter, np.float64)
     for it in range(niter):
-        D, I = knn(x, centroids, 1, metric)
+        D, I = _knn(x, centroids, 1, metric)
         assign = I[:, 0]
-        obj[it] = D.sum(dtype=np.float64)
+        dist = D[:, 0].astype(np.float64)
+        obj[it] = dist.sum() if weights is None else dist @ weights
         counts = np.bincount(assign, minlength=k).astype(np.int64)
         order = np.argsort(assign, kind="stable").astype(np.int64)
         starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        _kmeans.update_centroids(x, order, starts, work, centroids)
-        _split_empty(centroids, counts, rng)
+        _kmeans.update_centroids(x, w, order, starts, work, centroids)
+        sizes = counts.astype(np.float64) if weights is None else np.bincount(
+            assign, weights=weights, minlength=k)
+        _split_empty(centroids, sizes, rng)
         if spherical:
             _normalize_rows(centroids)
         if verbose:
@@ -154,16 +159,31 @@ class Kmeans:
         metric = METRIC_INNER_PRODUCT if self.spherical else METRIC_L2
         self.index = IndexFlat(self.d, metric)
 
-    def train(self, x: ArrayLike, init_centroids: ArrayLike | None = None) -> float:
+    def train(
+        self,
+        x: ArrayLike,
+        weights: ArrayLike | None = None,
+        init_centroids: ArrayLike | None = None,
+    ) -> float:
         """Cluster `x`; return the final objective.
 
         Parameters
         ----------
         x : array-like of shape (n, d), n >= k
+        weights : array-like of shape (n,), optional
+            Non-negative point weights: centroids are weighted means.
         init_centroids : array-like of shape (k, d), optional
             Starting centroids instead of k random points.
         """
         x = check_vectors(x, self.d)
+        if weights is not None:
+            weights = np.ascontiguousarray(weights, dtype=np.float32)
+            if weights.shape != (x.shape[0],):
+                raise ValueError(
+                    f"weights must have shape ({x.shape[0]},), got {weights.shape}."
+                )
+            if not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("weights must be finite and non-negative.")
         init = None
         if init_centroids is not None:
             init = check_vectors(init_centroids, self.d, "init_centroids")
@@ -175,7 +195,7 @@ class Kmeans:
             x, self.k, niter=self.niter, seed=self.seed, spherical=self.spherical,
             max_points_per_centroid=self.max_points_per_centroid,
             min_points_per_centroid=self.min_points_per_centroid,
-            nredo=self.nredo, init=init, verbose=self.verbose,
+            nredo=self.nredo, init=init, verbose=self.verbose, weights=weights,
         )
         self.centroids, self.obj = centroids, obj
         self.index.reset()
@@ -202,6 +222,7 @@ def train_centroids(
     nredo: int = 1,
     init: NDArray[np.float32] | None = None,
     verbose: bool = False,
+    weights: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """Subsample as faiss does, run Lloyd `nredo` times, keep the best run."""
     n = x.shape[0]
@@ -217,7 +238,9 @@ def train_centroids(
             f"(max_points_per_centroid={max_points_per_centroid})",
             stacklevel=3,
         )
-        x = x[np.sort(rng.choice(n, n_sample, replace=False))]
+        sample = np.sort(rng.choice(n, n_sample, replace=False))
+        x = x[sample]
+        weights = None if weights is None else weights[sample]
     elif n < k * min_points_per_centroid:
         warnings.warn(
             f"clustering {n} points to {k} centroids: please provide at least "
@@ -226,7 +249,7 @@ def train_centroids(
         )
     best: tuple[NDArray[np.float32], NDArray[np.float64]] | None = None
     for _ in range(nredo):
-        centroids, obj = lloyd(x, k, niter, rng, spherical, init, verbose)
+        centroids, obj = lloyd(x, k, niter, rng, spherical, init, verbose, weights)
         better = best is None or (
             obj[-1] > best[1][-1] if spherical else obj[-1] < best[1][-1]
         )

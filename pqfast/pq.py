@@ -13,9 +13,11 @@ from pqfast._threads import serial_blas
 from pqfast._validation import (
     NotTrainedError,
     check_is_trained_assignment,
+    check_key,
     check_metric,
     check_positive_int,
     check_pq_shape,
+    check_range,
     check_vectors,
 )
 from pqfast.kmeans import train_centroids
@@ -49,14 +51,23 @@ class ProductQuantizer:
     """
 
     def __init__(self, d: int, M: int, nbits: int = 8) -> None:
-        self.d, self.M, self.nbits = check_pq_shape(d, M, nbits)
-        self.dsub = self.d // self.M
-        self.ksub = 1 << self.nbits
-        self.code_size = (self.M * self.nbits + 7) // 8
+        self._d, self._M, self._nbits = check_pq_shape(d, M, nbits)
         self._encode_chunk = max(1, _ENCODE_FLOATS // self.ksub)
         self.seed = 1234
         self.niter = 25
         self._centroids: NDArray[np.float32] | None = None
+        self.version = 0  # bumped whenever the codebooks change
+
+    # The shape parameters are fixed at construction: the kernels size their
+    # buffers from them, so they are read-only.
+    d = property(lambda self: self._d, doc="Vector dimension.")
+    M = property(lambda self: self._M, doc="Number of sub-quantizers.")
+    nbits = property(lambda self: self._nbits, doc="Bits per sub-code.")
+    dsub = property(lambda self: self._d // self._M, doc="Dimension of a sub-vector.")
+    ksub = property(lambda self: 1 << self._nbits, doc="Centroids per sub-quantizer.")
+    code_size = property(
+        lambda self: (self._M * self._nbits + 7) // 8, doc="Bytes per packed code."
+    )
 
     @property
     def is_trained(self) -> bool:
@@ -64,8 +75,15 @@ class ProductQuantizer:
 
     @property
     def centroids(self) -> NDArray[np.float32] | None:
-        """Codebooks of shape (M, ksub, dsub), or None before training."""
-        return self._centroids
+        """Codebooks of shape (M, ksub, dsub) (read-only), or None before training.
+
+        Assign a whole new array to change them.
+        """
+        if self._centroids is None:
+            return None
+        view = self._centroids.view()
+        view.flags.writeable = False
+        return view
 
     @centroids.setter
     def centroids(self, value: ArrayLike) -> None:
@@ -77,7 +95,8 @@ class ProductQuantizer:
         self._set_centroids(arr.reshape(shape))
 
     def _set_centroids(self, centroids: NDArray[np.float32]) -> None:
-        self._centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.version += 1
+        self._centroids = np.array(centroids, dtype=np.float32, order="C")
         # (M, dsub, ksub): the kernels' table loops run over contiguous centroids.
         self._cbt = np.ascontiguousarray(self._centroids.transpose(0, 2, 1))
         self._ynorm = np.einsum("mkd,mkd->mk", self._centroids, self._centroids)
@@ -172,10 +191,11 @@ class IndexPQ:
     ) -> None:
         self.pq = ProductQuantizer(d, M, nbits)
         self.pq.seed = int(seed)
-        self.d = self.pq.d
         self.metric_type = check_metric(metric)
-        self.code_size = self.pq.code_size
-        self._codes = RowBuffer(self.code_size, np.uint8)
+        self._codes = RowBuffer(self.pq.code_size, np.uint8)
+
+    d = property(lambda self: self.pq.d, doc="Vector dimension.")
+    code_size = property(lambda self: self.pq.code_size, doc="Bytes per code.")
 
     @property
     def is_trained(self) -> bool:
@@ -260,17 +280,13 @@ class IndexPQ:
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         """Decoded vector `key`, shape (d,)."""
         self._check_trained("reconstruct")
-        key = int(key)
-        if not 0 <= key < self.ntotal:
-            raise KeyError(f"id {key} is not in the index (ntotal={self.ntotal}).")
+        key = check_key(key, self.ntotal)
         return self.pq.decode(self._codes.view()[key : key + 1])[0]
 
     def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
         """Decoded vectors i0 .. i0 + n - 1, shape (n, d)."""
         self._check_trained("reconstruct_n")
-        n = self.ntotal - i0 if n is None else n
-        if i0 < 0 or n < 0 or i0 + n > self.ntotal:
-            raise KeyError(f"range [{i0}, {i0 + n}) is outside [0, {self.ntotal}).")
+        i0, n = check_range(i0, n, self.ntotal)
         return self.pq.decode(self._codes.view()[i0 : i0 + n])
 
     def __repr__(self) -> str:

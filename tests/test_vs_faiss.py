@@ -188,3 +188,21 @@ def test_flat_matches_faiss(rng):
         D1, I1 = ours.search(xq, 20)
         D2, I2 = theirs.search(xq, 20)
         assert same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4) > 0.95
+
+
+def test_codes_match_on_sift_like_integer_data(rng):
+    """Large norms next to small distances: the GEMM shortcut alone loses digits."""
+    d, M = 128, 16
+    x = rng.integers(0, 150, (20000, d)).astype(np.float32)
+    pq = pqfast.ProductQuantizer(d, M, 8)
+    pq.centroids = x[rng.choice(len(x), 256, replace=False)].reshape(256, M, 8).transpose(
+        1, 0, 2)
+    fpq = faiss_pq(pq.centroids, d, M, 8)
+    ours, theirs = pq.unpack(pq.compute_codes(x)), pq.unpack(fpq.compute_codes(x))
+    # Integer data makes exact ties common; there pqfast keeps the first
+    # centroid and faiss's SIMD argmin may keep another. Nothing else differs.
+    for i, m in np.argwhere(ours != theirs):
+        sub = x[i, m * 8 : (m + 1) * 8].astype(np.float64)
+        d_ours = ((sub - pq.centroids[m, ours[i, m]]) ** 2).sum()
+        d_theirs = ((sub - pq.centroids[m, theirs[i, m]]) ** 2).sum()
+        assert d_ours == d_theirs and ours[i, m] < theirs[i, m]

@@ -11,9 +11,11 @@ cnp.import_array()
 
 cdef enum:
     F32 = cnp.NPY_FLOAT32
+    F64 = cnp.NPY_FLOAT64
     I64 = cnp.NPY_INT64
     U64 = cnp.NPY_UINT64
     U8 = cnp.NPY_UINT8
+    U16 = cnp.NPY_UINT16
 
 
 cdef inline void* checked(object obj, int typenum, int ndim, bint writable,

@@ -8,30 +8,51 @@ on the number of threads.
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 
+from pqfast._kernels._arrays cimport F32, F64, I64, checked, dim, expect
 from pqfast._kernels._common cimport team_size
 
 
-def update_centroids(const float[:, ::1] x,        # IN  (n, d) points
-                     const int64_t[::1] order,     # IN  (n,) point indices grouped by cluster
-                     const int64_t[::1] starts,    # IN  (k + 1,) cluster c: order[starts[c]:starts[c+1]]
-                     double[:, ::1] work,          # SCRATCH (n_threads, d)
-                     float[:, ::1] centroids):     # INOUT (k, d); empty clusters untouched
-    """Set each non-empty centroid to the mean of its points (summed in float64)."""
-    cdef Py_ssize_t c, i, j, n_c, k = centroids.shape[0], d = centroids.shape[1]
-    cdef int nt = work.shape[0]
+def update_centroids(x,          # IN  (n, d) float32 points
+                     weights,    # IN  (n,) float32 point weights, or (0,) for all ones
+                     order,      # IN  (n,) int64 point indices grouped by cluster
+                     starts,     # IN  (k + 1,) int64: cluster c is order[starts[c]:starts[c+1]]
+                     work,       # SCRATCH (n_threads, >= d) float64
+                     centroids):  # INOUT (k, d) float32; empty clusters untouched
+    """Set each non-empty centroid to the (weighted) mean of its points, in float64."""
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* wtp = <const float*>checked(weights, F32, 1, False, "weights")
+    cdef const int64_t* op = <const int64_t*>checked(order, I64, 1, False, "order")
+    cdef const int64_t* sp = <const int64_t*>checked(starts, I64, 1, False, "starts")
+    cdef double* wp = <double*>checked(work, F64, 2, True, "work")
+    cdef float* cp = <float*>checked(centroids, F32, 2, True, "centroids")
+    cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), k = dim(centroids, 0)
+    cdef Py_ssize_t wcols = dim(work, 1), c, i, j
+    cdef bint weighted = dim(weights, 0) > 0
+    expect(dim(centroids, 1) == d and dim(order, 0) == n and dim(starts, 0) == k + 1
+           and wcols >= d and (not weighted or dim(weights, 0) == n), "shapes")
+    expect(sp[0] == 0 and sp[k] == n, "starts must run from 0 to n")
+    for c in range(k):
+        expect(sp[c] <= sp[c + 1], "starts must be non-decreasing")
+    for i in range(n):
+        expect(0 <= op[i] < n, "order holds indices outside [0, n)")
+    cdef int nt = <int>dim(work, 0)
     cdef const float* row
     cdef double* acc
+    cdef double total, w
     for c in prange(k, nogil=True, schedule="dynamic", chunksize=16,
                     num_threads=team_size(k, 16, nt)):
-        n_c = starts[c + 1] - starts[c]
-        if n_c == 0:
+        if sp[c + 1] == sp[c]:
             continue
-        acc = &work[threadid(), 0]
+        acc = wp + threadid() * wcols
         for j in range(d):
             acc[j] = 0
-        for i in range(starts[c], starts[c + 1]):
-            row = &x[order[i], 0]
+        total = 0
+        for i in range(sp[c], sp[c + 1]):
+            row = xp + op[i] * d
+            w = wtp[op[i]] if weighted else 1.0
+            total = total + w
             for j in range(d):
-                acc[j] = acc[j] + row[j]
-        for j in range(d):
-            centroids[c, j] = <float>(acc[j] / n_c)
+                acc[j] = acc[j] + w * row[j]
+        if total > 0:
+            for j in range(d):
+                cp[c * d + j] = <float>(acc[j] / total)

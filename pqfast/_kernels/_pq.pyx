@@ -4,96 +4,137 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
-from pqfast._kernels._arrays cimport F32, I64, U8, checked, dim, expect
+from pqfast._kernels._arrays cimport F32, I64, U8, U16, checked, dim, expect
 from pqfast._kernels._common cimport (
     gemm_abt,
     heap_init,
     heap_sort,
     pqfast_dot_table,
+    pqfast_l2_from_dots,
+    pqfast_min,
     scan_codes,
     sqnorm,
     team_size,
 )
 
 
-def assign_codes(const float[:, ::1] x,          # IN  (n, d) vectors
-                 const float[:, :, ::1] cents,   # IN  (M, ksub, dsub) codebooks
-                 const float[:, ::1] ynorm,      # IN  (M, ksub) ||y_mj||^2
-                 Py_ssize_t chunk,               # IN  rows per GEMM block
-                 float[:, ::1] work,             # SCRATCH (n_threads, chunk * ksub)
-                 uint16_t[:, ::1] idx):          # OUT (n, M) nearest centroid per sub-vector
-    """idx[i, m] = argmin_j ||y_mj||^2 - 2 <x_im, y_mj> (first minimum wins).
+def assign_codes(x,            # IN  (n, d) float32 vectors
+                 cents,        # IN  (M, ksub, dsub) float32 codebooks
+                 ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
+                 Py_ssize_t chunk,  # IN  rows per GEMM block
+                 work,         # SCRATCH (n_threads, >= chunk * ksub) float32
+                 idx):         # OUT (n, M) uint16 nearest centroid per sub-vector
+    """idx[i, m] = argmin_j ||x_im - y_mj||^2, the first index on exact ties.
 
-    Dot products come from one GEMM per (row block, sub-quantizer).
+    Candidates come from one GEMM per (row block, sub-quantizer), as
+    ||x||^2 + ||y||^2 - 2<x, y>; that form loses digits when the norms are
+    large next to the distances (SIFT-like data), so every candidate within
+    its rounding error of the minimum is re-scored exactly, in float64.
     """
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    cdef Py_ssize_t M = cents.shape[0], ksub = cents.shape[1], dsub = cents.shape[2]
-    cdef Py_ssize_t c, i0, nr, i, m, j, best
-    cdef int nt = work.shape[0]
-    cdef float dist, dbest
-    cdef float* dots
-    cdef const float* row
-    cdef const float* yn
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* cp = <const float*>checked(cents, F32, 3, False, "cents")
+    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef uint16_t* ip = <uint16_t*>checked(idx, U16, 2, True, "idx")
+    cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), wcols = dim(work, 1)
+    cdef Py_ssize_t M = dim(cents, 0), ksub = dim(cents, 1), dsub = dim(cents, 2)
+    expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
+    expect(dim(idx, 0) == n and dim(idx, 1) == M and 1 <= ksub <= 65536, "idx shape")
+    expect(chunk >= 1 and wcols >= chunk * ksub, "work")
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
+    cdef Py_ssize_t c, i0, nr, i, m, j, s, best
+    cdef int nt = <int>dim(work, 0)
+    cdef float mn, tol, ymax
+    cdef double e, diff, ebest
+    cdef float* row
+    cdef const float* xs
+    cdef const float* yn
+    cdef const float* y
     for c in prange(n_chunks, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_chunks, 1, nt)):
         i0 = c * chunk
         nr = min(chunk, n - i0)
-        dots = &work[threadid(), 0]
         for m in range(M):
-            gemm_abt(&x[i0, m * dsub], d, nr, &cents[m, 0, 0], dsub, ksub, dsub, dots)
-            yn = &ynorm[m, 0]
+            yn = ynp + m * ksub
+            ymax = 0
+            for j in range(ksub):
+                ymax = max(ymax, yn[j])
+            row = wp + threadid() * wcols
+            gemm_abt(xp + i0 * d + m * dsub, <int>d, <int>nr, cp + m * ksub * dsub,
+                     <int>dsub, <int>ksub, <int>dsub, row)
             for i in range(nr):
-                row = dots + i * ksub
-                best = 0
-                dbest = yn[0] - (row[0] + row[0])
-                for j in range(1, ksub):
-                    dist = yn[j] - (row[j] + row[j])  # not 2 * x: a C double
-                    if dist < dbest:
-                        dbest = dist
-                        best = j
-                idx[i0 + i, m] = <uint16_t>best
+                xs = xp + (i0 + i) * d + m * dsub
+                pqfast_l2_from_dots(row, yn, sqnorm(xs, dsub), ksub)
+                mn = pqfast_min(row, ksub)
+                # rounding bound of the GEMM form, with a safety factor of 4
+                tol = 4.8e-7 * (dsub + 4) * (sqnorm(xs, dsub) + ymax)
+                best = -1
+                ebest = 0
+                for j in range(ksub):
+                    if row[j] <= mn + tol:
+                        y = cp + (m * ksub + j) * dsub
+                        e = 0
+                        for s in range(dsub):
+                            diff = <double>xs[s] - <double>y[s]
+                            e = e + diff * diff
+                        if best < 0 or e < ebest:
+                            best = j
+                            ebest = e
+                ip[(i0 + i) * M + m] = <uint16_t>best
+                row = row + ksub
 
 
-def pack_codes(const uint16_t[:, ::1] idx,  # IN  (n, M) sub-codes < 2**nbits
+def pack_codes(idx,        # IN  (n, M) uint16 sub-codes < 2**nbits
                int nbits,
-               uint8_t[:, ::1] codes):      # OUT (n, ceil(M * nbits / 8))
+               codes):     # OUT (n, ceil(M * nbits / 8)) uint8
     """Pack sub-codes into a little-endian bit stream per vector (faiss's layout)."""
-    cdef Py_ssize_t i, m, bit, M = idx.shape[1], cs = codes.shape[1]
-    cdef uint32_t v
-    with nogil:
-        for i in prange(idx.shape[0], schedule="static",
-                        num_threads=team_size(idx.shape[0], 4096, 0)):
-            memset(&codes[i, 0], 0, cs)
-            bit = 0
-            for m in range(M):
-                v = <uint32_t>idx[i, m] << (bit & 7)
-                codes[i, bit >> 3] |= <uint8_t>(v & 0xFF)
-                if (bit & 7) + nbits > 8:
-                    codes[i, (bit >> 3) + 1] |= <uint8_t>((v >> 8) & 0xFF)
-                    if (bit & 7) + nbits > 16:
-                        codes[i, (bit >> 3) + 2] |= <uint8_t>((v >> 16) & 0xFF)
-                bit = bit + nbits
-
-
-def unpack_codes(const uint8_t[:, ::1] codes,  # IN  (n, code_size)
-                 int nbits,
-                 uint16_t[:, ::1] idx):        # OUT (n, M)
-    """Inverse of pack_codes."""
-    cdef Py_ssize_t i, m, bit, M = idx.shape[1]
+    cdef const uint16_t* ip = <const uint16_t*>checked(idx, U16, 2, False, "idx")
+    cdef uint8_t* cp = <uint8_t*>checked(codes, U8, 2, True, "codes")
+    cdef Py_ssize_t n = dim(idx, 0), M = dim(idx, 1), cs = dim(codes, 1)
+    expect(1 <= nbits <= 16 and cs == (M * nbits + 7) // 8 and dim(codes, 0) == n,
+           "code shape")
+    cdef Py_ssize_t i, m, bit
     cdef uint32_t v, mask = (1u << nbits) - 1
-    with nogil:
-        for i in prange(codes.shape[0], schedule="static",
-                        num_threads=team_size(codes.shape[0], 4096, 0)):
-            bit = 0
-            for m in range(M):
-                v = codes[i, bit >> 3]
-                if (bit & 7) + nbits > 8:
-                    v = v | (<uint32_t>codes[i, (bit >> 3) + 1] << 8)
-                    if (bit & 7) + nbits > 16:
-                        v = v | (<uint32_t>codes[i, (bit >> 3) + 2] << 16)
-                idx[i, m] = <uint16_t>((v >> (bit & 7)) & mask)
-                bit = bit + nbits
+    cdef uint8_t* code
+    for i in prange(n, nogil=True, schedule="static",
+                    num_threads=team_size(n, 4096, 0)):
+        code = cp + i * cs
+        memset(code, 0, cs)
+        bit = 0
+        for m in range(M):
+            v = (ip[i * M + m] & mask) << (bit & 7)
+            code[bit >> 3] |= <uint8_t>(v & 0xFF)
+            if (bit & 7) + nbits > 8:
+                code[(bit >> 3) + 1] |= <uint8_t>((v >> 8) & 0xFF)
+                if (bit & 7) + nbits > 16:
+                    code[(bit >> 3) + 2] |= <uint8_t>((v >> 16) & 0xFF)
+            bit = bit + nbits
+
+
+def unpack_codes(codes,    # IN  (n, code_size) uint8
+                 int nbits,
+                 idx):     # OUT (n, M) uint16
+    """Inverse of pack_codes."""
+    cdef const uint8_t* cp = <const uint8_t*>checked(codes, U8, 2, False, "codes")
+    cdef uint16_t* ip = <uint16_t*>checked(idx, U16, 2, True, "idx")
+    cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1), M = dim(idx, 1)
+    expect(1 <= nbits <= 16 and cs == (M * nbits + 7) // 8 and dim(idx, 0) == n,
+           "code shape")
+    cdef Py_ssize_t i, m, bit
+    cdef uint32_t v, mask = (1u << nbits) - 1
+    cdef const uint8_t* code
+    for i in prange(n, nogil=True, schedule="static",
+                    num_threads=team_size(n, 4096, 0)):
+        code = cp + i * cs
+        bit = 0
+        for m in range(M):
+            v = code[bit >> 3]
+            if (bit & 7) + nbits > 8:
+                v = v | (<uint32_t>code[(bit >> 3) + 1] << 8)
+                if (bit & 7) + nbits > 16:
+                    v = v | (<uint32_t>code[(bit >> 3) + 2] << 16)
+            ip[i * M + m] = <uint16_t>((v >> (bit & 7)) & mask)
+            bit = bit + nbits
 
 
 def pq_search(x,            # IN  (nq, d) float32 queries

@@ -51,6 +51,7 @@ def knn(x,              # IN  (nq, d) float32 queries
     expect(not l2 or dim(xnorm, 0) == nb, "xnorm length")
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
+    cdef Py_ssize_t nblk = (nb + bb - 1) // bb
     cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, row
     cdef float thr, mn
     cdef float* dist
@@ -61,8 +62,10 @@ def knn(x,              # IN  (nq, d) float32 queries
         s = w % nseg
         for i in range(nr):
             heap_init(Dp + ((q0 + i) * nseg + s) * k, Ip + ((q0 + i) * nseg + s) * k, k)
-        b0 = nb * s // nseg
-        bhi = nb * (s + 1) // nseg
+        # segments start on GEMM block boundaries: each base row is then in
+        # the same block, so gets the same rounding, at any thread count
+        b0 = (nblk * s // nseg) * bb
+        bhi = min(nb, (nblk * (s + 1) // nseg) * bb)
         while b0 < bhi:
             nbk = min(bb, bhi - b0)
             dist = wp + threadid() * wcols
