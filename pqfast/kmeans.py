@@ -73,16 +73,15 @@ def lloyd(
     work = scratch(d, np.float64)
     w = np.empty(0, np.float32) if weights is None else weights
     obj = np.empty(niter, np.float64)
+    order, starts = np.empty(n, np.int64), np.empty(k + 1, np.int64)
     for it in range(niter):
         D, I = _knn(x, centroids, 1, metric)
-        assign = I[:, 0]
+        assign = np.ascontiguousarray(I[:, 0])
         dist = D[:, 0].astype(np.float64)
         obj[it] = dist.sum() if weights is None else dist @ weights
-        counts = np.bincount(assign, minlength=k).astype(np.int64)
-        order = np.argsort(assign, kind="stable").astype(np.int64)
-        starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        _kmeans.group_by_cluster(assign, order, starts)
         _kmeans.update_centroids(x, w, order, starts, work, centroids)
-        sizes = counts.astype(np.float64) if weights is None else np.bincount(
+        sizes = np.diff(starts).astype(np.float64) if weights is None else np.bincount(
             assign, weights=weights, minlength=k)
         _split_empty(centroids, sizes, rng)
         if spherical:

@@ -56,3 +56,29 @@ def update_centroids(x,          # IN  (n, d) float32 points
         if total > 0:
             for j in range(d):
                 cp[c * d + j] = <float>(acc[j] / total)
+
+
+def group_by_cluster(assign,   # IN  (n,) int64 cluster of each point, in [0, k)
+                     order,    # OUT (n,) int64 point indices grouped by cluster
+                     starts):  # OUT (k + 1,) int64: cluster c is order[starts[c]:starts[c+1]]
+    """Counting sort of the points by cluster, stable: O(n), unlike an argsort."""
+    cdef const int64_t* ap = <const int64_t*>checked(assign, I64, 1, False, "assign")
+    cdef int64_t* op = <int64_t*>checked(order, I64, 1, True, "order")
+    cdef int64_t* sp = <int64_t*>checked(starts, I64, 1, True, "starts")
+    cdef Py_ssize_t n = dim(assign, 0), k = dim(starts, 0) - 1, i, c
+    expect(dim(order, 0) == n and k >= 1, "shapes")
+    for i in range(n):
+        expect(0 <= ap[i] < k, "assign holds clusters outside [0, k)")
+    with nogil:
+        for c in range(k + 1):
+            sp[c] = 0
+        for i in range(n):
+            sp[ap[i] + 1] += 1
+        for c in range(k):
+            sp[c + 1] += sp[c]
+        for i in range(n):  # place, then shift the starts back by one cluster
+            op[sp[ap[i]]] = i
+            sp[ap[i]] += 1
+        for c in range(k, 0, -1):
+            sp[c] = sp[c - 1]
+        sp[0] = 0
