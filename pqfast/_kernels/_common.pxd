@@ -21,7 +21,8 @@ cdef extern from "simd.h" nogil:
         const float* x, const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
         Py_ssize_t ksub, float scale, float* out)
     void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
-    float pqfast_adc8(const float* table, const uint8_t* code, Py_ssize_t M)
+    void pqfast_adc8_block(const float* table, const uint8_t* codes, Py_ssize_t n,
+                           Py_ssize_t M, float base, float* out)
     void pqfast_l2_from_dots(float* dist, const float* xnorm, float qn, Py_ssize_t n)
     void pqfast_negate(float* dist, Py_ssize_t n)
     float pqfast_min(const float* d, Py_ssize_t n)
@@ -119,7 +120,7 @@ cdef inline void heap_merge(float* hd, int64_t* hi, const float* od,
 
 cdef inline float adc_distance(const float* table, const uint8_t* code,
                                Py_ssize_t M, int nbits, Py_ssize_t ksub) noexcept nogil:
-    """Sum table[m, code_m] over the M sub-codes of one packed code.
+    """Sum table[m, code_m] over the M sub-codes of one packed code (any nbits).
 
     Codes are a little-endian bit stream, sub-code m at bits
     [m*nbits, (m+1)*nbits), exactly as faiss packs them.
@@ -127,8 +128,6 @@ cdef inline float adc_distance(const float* table, const uint8_t* code,
     cdef Py_ssize_t m, bit = 0, byte
     cdef uint32_t v, mask = (1u << nbits) - 1, shift
     cdef float d = 0
-    if nbits == 8:
-        return pqfast_adc8(table, code, M)
     for m in range(M):
         byte = bit >> 3
         shift = bit & 7
@@ -142,6 +141,10 @@ cdef inline float adc_distance(const float* table, const uint8_t* code,
     return d
 
 
+cdef enum:
+    SCAN_BLOCK = 256  # codes whose distances are computed before heap filtering
+
+
 cdef inline void scan_codes(const float* table, const uint8_t* codes,
                             const int64_t* ids, int64_t id0, Py_ssize_t n,
                             Py_ssize_t code_size, Py_ssize_t M, int nbits,
@@ -149,16 +152,29 @@ cdef inline void scan_codes(const float* table, const uint8_t* codes,
                             Py_ssize_t k) noexcept nogil:
     """Push base + ADC distance of n codes into the heap.
 
-    The id of code i is ids[i], or id0 + i when ids is NULL.
+    The id of code i is ids[i], or id0 + i when ids is NULL.  Distances are
+    computed a block at a time; a block whose minimum cannot enter the heap
+    costs no further work.
     """
-    cdef Py_ssize_t i
-    cdef float d
+    cdef float dist[SCAN_BLOCK]
+    cdef Py_ssize_t b0, nb, i, j
     cdef int64_t idx
-    for i in range(n):
-        d = base + adc_distance(table, codes + i * code_size, M, nbits, ksub)
-        idx = ids[i] if ids != NULL else id0 + i
-        if pair_less(d, idx, hd[0], hi[0]):
-            heap_sift_down(hd, hi, k, 0, d, idx)
+    b0 = 0
+    while b0 < n:
+        nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
+        if nbits == 8:
+            pqfast_adc8_block(table, codes + b0 * code_size, nb, M, base, dist)
+        else:
+            for i in range(nb):
+                dist[i] = base + adc_distance(table, codes + (b0 + i) * code_size, M,
+                                              nbits, ksub)
+        if pqfast_min(dist, nb) <= hd[0]:
+            for j in range(nb):
+                if dist[j] <= hd[0]:
+                    idx = ids[b0 + j] if ids != NULL else id0 + b0 + j
+                    if pair_less(dist[j], idx, hd[0], hi[0]):
+                        heap_sift_down(hd, hi, k, 0, dist[j], idx)
+        b0 = b0 + nb
 
 
 cdef inline float sqnorm(const float* x, Py_ssize_t d) noexcept nogil:

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -55,24 +56,39 @@ static void pqfast_dot_table(const float *x, const float *cbt, ptrdiff_t M,
     }
 }
 
-/* sum_m table[m, code[m]] for 8-bit codes, table rows of 256 floats.
- * Four accumulators break the chain of dependent float additions (each waits
- * ~4 cycles for the previous one): the loop is then bound by its two loads
- * per sub-quantizer, the limit PERFORMANCE-FACTS.md measures on this CPU.
- * The summation order is fixed, so results do not depend on threads. */
-static inline float pqfast_adc8(const float *table, const uint8_t *code, ptrdiff_t M)
+/* out[i] = base + sum_m table[m, codes[i, m]] for n 8-bit codes of M bytes,
+ * table rows of 256 floats.
+ *
+ * Per group of eight sub-codes, four are split from one 32-bit load with
+ * shifts and four are loaded as bytes, which balances ALU and load ports;
+ * the eight table entries are summed as a tree, which keeps the chains of
+ * dependent float additions short.  It is then bound by the table
+ * loads, near the load-port limit of PERFORMANCE-FACTS.md.  No heap logic
+ * here: the caller filters the block against its threshold afterwards.  The
+ * summation order is fixed, so results do not depend on threads. */
+static inline void pqfast_adc8_block(const float *table, const uint8_t *codes,
+                                     ptrdiff_t n, ptrdiff_t M, float base, float *out)
 {
-    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    ptrdiff_t m = 0;
-    for (; m + 4 <= M; m += 4) {
-        a0 += table[(m + 0) * 256 + code[m + 0]];
-        a1 += table[(m + 1) * 256 + code[m + 1]];
-        a2 += table[(m + 2) * 256 + code[m + 2]];
-        a3 += table[(m + 3) * 256 + code[m + 3]];
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * M;
+        float acc = 0;
+        ptrdiff_t m = 0;
+        for (; m + 8 <= M; m += 8) {
+            /* half the sub-codes split from a 32-bit word with shifts (ALU),
+             * half loaded as bytes (load ports): balances the two */
+            uint32_t w;
+            memcpy(&w, c + m, 4);
+            const float *t = table + m * 256;
+            float s01 = t[0 * 256 + (w & 255)] + t[1 * 256 + ((w >> 8) & 255)];
+            float s23 = t[2 * 256 + ((w >> 16) & 255)] + t[3 * 256 + (w >> 24)];
+            float s45 = t[4 * 256 + c[m + 4]] + t[5 * 256 + c[m + 5]];
+            float s67 = t[6 * 256 + c[m + 6]] + t[7 * 256 + c[m + 7]];
+            acc += (s01 + s23) + (s45 + s67);
+        }
+        for (; m < M; m++)
+            acc += table[m * 256 + c[m]];
+        out[i] = base + acc;
     }
-    for (; m < M; m++)
-        a0 += table[m * 256 + code[m]];
-    return (a0 + a1) + (a2 + a3);
 }
 
 /* dist[j] = max(qn + xnorm[j] - 2 dist[j], 0): dot products to squared L2. */
