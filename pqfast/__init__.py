@@ -9,7 +9,7 @@ from pqfast._validation import IdNotFoundError, NotTrainedError
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.ivf import IndexIVFPQ
-from pqfast.kmeans import Kmeans
+from pqfast.kmeans import ClusteringParameters, Kmeans
 from pqfast.pq import IndexPQ, ProductQuantizer
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "METRIC_INNER_PRODUCT",
     "METRIC_L2",
     "ArrayInvertedLists",
+    "ClusteringParameters",
     "IndexFlat",
     "IndexFlatIP",
     "IndexFlatL2",

@@ -21,7 +21,7 @@ from pqfast._validation import (
 )
 from pqfast.flat import IndexFlat, _knn
 from pqfast.invlists import ArrayInvertedLists
-from pqfast.kmeans import train_centroids
+from pqfast.kmeans import ClusteringParameters, train_centroids
 from pqfast.pq import ProductQuantizer
 
 # Rows encoded at a time by add: bounds the float32 residual buffer.
@@ -62,7 +62,9 @@ class IndexIVFPQ:
     invlists : ArrayInvertedLists
         The lists; ``invlists.list_size(i)`` gives a list's length.
     pq : ProductQuantizer
-        The residual quantizer.
+        The residual quantizer (its k-means settings: ``pq.cp``).
+    cp : ClusteringParameters
+        Coarse k-means settings; as in faiss, 10 iterations by default.
     """
 
     def __init__(
@@ -76,7 +78,7 @@ class IndexIVFPQ:
         seed: int = 1234,
     ) -> None:
         self.pq = ProductQuantizer(d, M, nbits)
-        self.pq.seed = int(seed)
+        self.pq.cp.seed = int(seed)
         self.nlist = check_positive_int(nlist, "nlist")
         self.metric_type = check_metric(metric)
         for attr in ("d", "ntotal", "search", "add", "reconstruct_n"):
@@ -88,7 +90,10 @@ class IndexIVFPQ:
         if quantizer.d != self.pq.d:
             raise ValueError(f"quantizer has d={quantizer.d}, the index has d={self.d}.")
         self.quantizer = quantizer
-        self.seed = int(seed)
+        # faiss's coarse k-means settings: 10 iterations; spherical for IP
+        self.cp = ClusteringParameters(
+            niter=10, seed=int(seed), spherical=self.metric_type == METRIC_INNER_PRODUCT
+        )
         self.invlists = ArrayInvertedLists(self.nlist, self.pq.code_size)
         self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
         self.precomputed_table_max_bytes = 1 << 31
@@ -188,16 +193,17 @@ class IndexIVFPQ:
                 f"(nlist={self.nlist} coarse centroids, 2**nbits={self.pq.ksub} "
                 "PQ centroids)."
             )
+        with serial_blas():  # once for the whole training (see train_centroids)
+            self._train(x, train_coarse)
+
+    def _train(self, x: NDArray[np.float32], train_coarse: bool) -> None:
         if train_coarse:
-            cents, _ = train_centroids(
-                x, self.nlist, seed=self.seed,
-                spherical=self.metric_type == METRIC_INNER_PRODUCT,
-            )
+            cents, _ = train_centroids(x, self.nlist, **self.cp.kwargs())
         else:
             cents = self._coarse_centroids()
         residuals = x - cents[self._assign(x, cents)]
         pq = ProductQuantizer(self.d, self.pq.M, self.pq.nbits)
-        pq.seed = self.pq.seed
+        pq.cp = self.pq.cp
         pq.train(residuals)
         if train_coarse:
             self.quantizer.add(cents)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -10,8 +11,32 @@ from numpy.typing import ArrayLike, NDArray
 from pqfast._kernels import _kmeans
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import scratch
+from pqfast._threads import serial_blas
 from pqfast._validation import NotTrainedError, check_positive_int, check_vectors
 from pqfast.flat import IndexFlat, _knn
+
+@dataclass
+class ClusteringParameters:
+    """k-means settings of a trainable index, as faiss's ``index.cp`` / ``pq.cp``.
+
+    faiss's defaults: 25 iterations, but 10 for an IVF index's coarse
+    quantizer, whose clusterings are large (IndexIVFPQ sets that).
+    """
+
+    niter: int = 25
+    nredo: int = 1
+    seed: int = 1234
+    spherical: bool = False
+    verbose: bool = False
+    max_points_per_centroid: int = 256
+    min_points_per_centroid: int = 39
+
+    def kwargs(self, seed_offset: int = 0) -> dict[str, object]:
+        """Keyword arguments for ``train_centroids``."""
+        kw = asdict(self)
+        kw["seed"] = self.seed + seed_offset
+        return kw
+
 
 # faiss splits an empty cluster's neighbour by moving both copies this far apart.
 _SPLIT_EPS = 1.0 / 1024
@@ -247,12 +272,15 @@ def train_centroids(
             stacklevel=3,
         )
     best: tuple[NDArray[np.float32], NDArray[np.float64]] | None = None
-    for _ in range(nredo):
-        centroids, obj = lloyd(x, k, niter, rng, spherical, init, verbose, weights)
-        better = best is None or (
-            obj[-1] > best[1][-1] if spherical else obj[-1] < best[1][-1]
-        )
-        if better:
-            best = (centroids, obj)
+    # One BLAS pinning for all iterations: each release wakes BLAS's worker
+    # threads, which then spin on the cores the next iteration's kernels use.
+    with serial_blas():
+        for _ in range(nredo):
+            centroids, obj = lloyd(x, k, niter, rng, spherical, init, verbose, weights)
+            better = best is None or (
+                obj[-1] > best[1][-1] if spherical else obj[-1] < best[1][-1]
+            )
+            if better:
+                best = (centroids, obj)
     assert best is not None
     return best

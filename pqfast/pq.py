@@ -20,7 +20,7 @@ from pqfast._validation import (
     check_range,
     check_vectors,
 )
-from pqfast.kmeans import train_centroids
+from pqfast.kmeans import ClusteringParameters, train_centroids
 
 # Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
 _ENCODE_FLOATS = 1 << 18
@@ -53,8 +53,7 @@ class ProductQuantizer:
     def __init__(self, d: int, M: int, nbits: int = 8) -> None:
         self._d, self._M, self._nbits = check_pq_shape(d, M, nbits)
         self._encode_chunk = max(1, _ENCODE_FLOATS // self.ksub)
-        self.seed = 1234
-        self.niter = 25
+        self.cp = ClusteringParameters()  # sub-quantizer m is seeded cp.seed + m
         self._centroids: NDArray[np.float32] | None = None
         self.version = 0  # bumped whenever the codebooks change
 
@@ -119,11 +118,10 @@ class ProductQuantizer:
                 f"ksub={self.ksub} (2**nbits) to train the product quantizer."
             )
         centroids = np.empty((self.M, self.ksub, self.dsub), np.float32)
-        for m in range(self.M):
-            sub = np.ascontiguousarray(x[:, m * self.dsub : (m + 1) * self.dsub])
-            centroids[m], _ = train_centroids(
-                sub, self.ksub, niter=self.niter, seed=self.seed + m
-            )
+        with serial_blas():  # once for all M clusterings (see train_centroids)
+            for m in range(self.M):
+                sub = np.ascontiguousarray(x[:, m * self.dsub : (m + 1) * self.dsub])
+                centroids[m], _ = train_centroids(sub, self.ksub, **self.cp.kwargs(m))
         self._set_centroids(centroids)
 
     def compute_codes(self, x: ArrayLike) -> NDArray[np.uint8]:
@@ -190,7 +188,7 @@ class IndexPQ:
         self, d: int, M: int, nbits: int = 8, metric: int = METRIC_L2, seed: int = 1234
     ) -> None:
         self.pq = ProductQuantizer(d, M, nbits)
-        self.pq.seed = int(seed)
+        self.pq.cp.seed = int(seed)
         self.metric_type = check_metric(metric)
         self._codes = RowBuffer(self.pq.code_size, np.uint8)
 
