@@ -70,9 +70,10 @@ def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
     if arr.shape[1] != d:
         raise ValueError(f"{name} has {arr.shape[1]} dimensions per vector, expected d={d}.")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.size and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity.")
-    if arr.size and np.abs(arr).max() > _MAX_ABS:
+    # one pass over the data: the max is NaN or inf if any entry is
+    if arr.size and not np.abs(arr).max() <= _MAX_ABS:
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinity.")
         raise ValueError(
             f"{name} has values above {_MAX_ABS:g} in magnitude: squared distances "
             "would overflow float32."

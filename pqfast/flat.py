@@ -76,8 +76,8 @@ def _knn(
     # threads itself only above _BLAS_SERIAL_FLOPS: otherwise skip the pinning.
     use_blas = qb > 4 and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
     with serial_blas() if use_blas else nullcontext():
-        _topk.knn(x, xb, xnorm, l2, qb, _BASE_BLOCK, nseg,
-                  scratch(qb * _BASE_BLOCK), D, I)
+        bb = max(1, min(_BASE_BLOCK, nb))  # scratch sized to use: no 1 MiB mmap per query
+        _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, scratch(qb * bb), D, I)
     return finish(D, I, nseg, metric)
 
 
