@@ -22,12 +22,30 @@
 #define PQFAST_MULTIVERSION
 #endif
 
-/* out[j] = <x, y_j> for the n rows y_j of the row-major (n, d) matrix y. */
+/* out[j] = <x, y_j> for the n rows y_j of the row-major (n, d) matrix y.
+ * Four rows at a time: four independent accumulators hide the latency of
+ * the fused multiply-adds, which a single reduction chain would wait on. */
 PQFAST_MULTIVERSION
 static void pqfast_dots(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d,
                         float *out)
 {
-    for (ptrdiff_t j = 0; j < n; j++) {
+    ptrdiff_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *y0 = y + j * d, *y1 = y0 + d, *y2 = y1 + d, *y3 = y2 + d;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (ptrdiff_t i = 0; i < d; i++) {
+            s0 += x[i] * y0[i];
+            s1 += x[i] * y1[i];
+            s2 += x[i] * y2[i];
+            s3 += x[i] * y3[i];
+        }
+        out[j] = s0;
+        out[j + 1] = s1;
+        out[j + 2] = s2;
+        out[j + 3] = s3;
+    }
+    for (; j < n; j++) {
         const float *yj = y + j * d;
         float s = 0;
 #pragma omp simd reduction(+ : s)
