@@ -75,17 +75,25 @@ def measure(
             "faiss_scalar_codes_per_s": rate(t_scalar),
             "load_port_limit_codes_per_s": ghz * 1e9 * 3 / (2 * M),
         }
-        best_faiss = max(r for r in (row["faiss_codes_per_s"],
-                                     row["faiss_scalar_codes_per_s"]) if r)
+        best_faiss = max(
+            r for r in (row["faiss_codes_per_s"], row["faiss_scalar_codes_per_s"]) if r
+        )
         row["pqfast_vs_best_faiss"] = row["pqfast_codes_per_s"] / best_faiss
         row["pqfast_fraction_of_limit"] = (
-            row["pqfast_codes_per_s"] / row["load_port_limit_codes_per_s"])
+            row["pqfast_codes_per_s"] / row["load_port_limit_codes_per_s"]
+        )
         rows.append(row)
     return {
         "what": "IndexPQ 8-bit exhaustive search, 1 thread, codes scanned per second",
-        "n": n, "nq": nq, "d": d, "k": k, "repeats": repeats,
-        "cpu": cpu_model(), "assumed_ghz": ghz,
-        "faiss_version": faiss.__version__, "pqfast_version": pqfast.__version__,
+        "n": n,
+        "nq": nq,
+        "d": d,
+        "k": k,
+        "repeats": repeats,
+        "cpu": cpu_model(),
+        "assumed_ghz": ghz,
+        "faiss_version": faiss.__version__,
+        "pqfast_version": pqfast.__version__,
         "faiss_simd_level": simd.get_level_name() if simd is not None else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rows": rows,
@@ -93,25 +101,34 @@ def measure(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scan_rate", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scan_rate", description=__doc__
+    )
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--nq", type=int, default=100)
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--M", default="8,16,32")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--ghz", type=float, default=3.67,
-                   help="sustained clock for the limit (PERFORMANCE-FACTS.md: 3.67)")
+    p.add_argument(
+        "--ghz",
+        type=float,
+        default=3.67,
+        help="sustained clock for the limit (PERFORMANCE-FACTS.md: 3.67)",
+    )
     p.add_argument("--out", default=str(HERE / "results" / "scan-rate.json"))
     a = p.parse_args()
     Ms = [int(m) for m in a.M.split(",")]
     result = measure(a.n, a.nq, a.d, Ms, 10, a.repeats, a.ghz)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'M':>3} {'pqfast':>12} {'faiss':>12} {'faiss scalar':>13} {'limit':>12}  ratio")
+    head = ("M", "pqfast", "faiss", "faiss scalar", "limit")
+    print(
+        f"{head[0]:>3} {head[1]:>12} {head[2]:>12} {head[3]:>13} {head[4]:>12}  ratio"
+    )
+    keys = ("pqfast", "faiss", "faiss_scalar", "load_port_limit")
     for r in result["rows"]:
-        fmt = lambda v: f"{v / 1e6:10.0f} M" if v else "         -"  # noqa: E731
-        print(f"{r['M']:>3} {fmt(r['pqfast_codes_per_s'])} {fmt(r['faiss_codes_per_s'])} "
-              f"{fmt(r['faiss_scalar_codes_per_s'])}  {fmt(r['load_port_limit_codes_per_s'])}"
-              f"  {r['pqfast_vs_best_faiss']:.2f}x")
+        rates = [r[f"{key}_codes_per_s"] for key in keys]
+        cells = [f"{v / 1e6:10.0f} M" if v else "         -" for v in rates]
+        print(f"{r['M']:>3} " + " ".join(cells) + f"  {r['pqfast_vs_best_faiss']:.2f}x")
     print(f"wrote {a.out}")
 
 

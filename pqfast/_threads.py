@@ -15,6 +15,7 @@ from threadpoolctl import ThreadpoolController
 from pqfast._kernels import _openmp
 from pqfast._validation import check_positive_int
 
+
 def omp_set_num_threads(n: int) -> None:
     """Set the number of threads the search, encoding and k-means kernels use."""
     _openmp.set_num_threads(check_positive_int(n, "n"))

@@ -11,7 +11,6 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-
 # Squared norms of vectors with larger entries can overflow float32 (3.4e38).
 _MAX_ABS = 1e15
 
@@ -42,7 +41,7 @@ def check_key(key: object, ntotal: int | None = None) -> int:
 
 
 def check_range(i0: object, n: object, ntotal: int) -> tuple[int, int]:
-    """Return (i0, n) for ids i0 .. i0 + n - 1, all in [0, ntotal); n=None: to the end."""
+    """Return (i0, n) for ids i0 .. i0 + n - 1 in [0, ntotal); n=None: to the end."""
     i0 = check_key(i0)
     n = ntotal - i0 if n is None else check_key(n)
     if i0 < 0 or n < 0 or i0 + n > ntotal:
@@ -60,15 +59,21 @@ def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
     ):
-        raise TypeError(f"{name} must be a real-valued numeric array, got dtype {arr.dtype}.")
+        raise TypeError(
+            f"{name} must be a real-valued numeric array, got dtype {arr.dtype}."
+        )
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}.")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, {d}) or 1-D ({d},), got shape {arr.shape}.")
+        raise ValueError(
+            f"{name} must be 2-D (n, {d}) or 1-D ({d},), got shape {arr.shape}."
+        )
     if arr.shape[1] != d:
-        raise ValueError(f"{name} has {arr.shape[1]} dimensions per vector, expected d={d}.")
+        raise ValueError(
+            f"{name} has {arr.shape[1]} dimensions per vector, expected d={d}."
+        )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     # one pass over the data: the max is NaN or inf if any entry is
     if arr.size and not np.abs(arr).max() <= _MAX_ABS:
@@ -95,12 +100,16 @@ def check_ids(ids: ArrayLike, n: int, name: str = "ids") -> NDArray[np.int64]:
     """Return `ids` as a contiguous int64 array of length `n` with no negative id."""
     arr = np.asarray(ids)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), one id per vector, got {arr.shape}.")
+        raise ValueError(
+            f"{name} must have shape ({n},), one id per vector, got {arr.shape}."
+        )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must be integers, got dtype {arr.dtype}.")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
     if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} must be >= 0 (-1 marks missing results), got {arr.min()}.")
+        raise ValueError(
+            f"{name} must be >= 0 (-1 marks missing results), got {arr.min()}."
+        )
     return arr
 
 
@@ -110,7 +119,9 @@ def check_pq_shape(d: int, M: int, nbits: int) -> tuple[int, int, int]:
     M = check_positive_int(M, "M")
     nbits = check_positive_int(nbits, "nbits")
     if d % M != 0:
-        raise ValueError(f"d={d} is not divisible by M={M}; each sub-vector needs d/M dims.")
+        raise ValueError(
+            f"d={d} is not divisible by M={M}; each sub-vector needs d/M dims."
+        )
     if not 1 <= nbits <= 16:
         raise ValueError(f"nbits must be between 1 and 16, got {nbits}.")
     return d, M, nbits

@@ -76,7 +76,9 @@ def _knn(
     # threads itself only above _BLAS_SERIAL_FLOPS: otherwise skip the pinning.
     use_blas = qb > 4 and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
     with serial_blas() if use_blas else nullcontext():
-        bb = max(1, min(_BASE_BLOCK, nb))  # scratch sized to use: no 1 MiB mmap per query
+        bb = max(
+            1, min(_BASE_BLOCK, nb)
+        )  # scratch sized to use: no 1 MiB mmap per query
         _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, scratch(qb * bb), D, I)
     return finish(D, I, nseg, metric)
 
@@ -87,8 +89,14 @@ def normalize_L2(x: NDArray[np.float32]) -> None:
     As in faiss, `x` must be a C-contiguous float32 array, since it is
     modified in place.
     """
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.flags.c_contiguous:
-        raise TypeError("normalize_L2 works in place: x must be a C-contiguous float32 array.")
+    if (
+        not isinstance(x, np.ndarray)
+        or x.dtype != np.float32
+        or not x.flags.c_contiguous
+    ):
+        raise TypeError(
+            "normalize_L2 works in place: x must be a C-contiguous float32 array."
+        )
     if not x.flags.writeable:
         raise ValueError("normalize_L2 works in place: x must be writable.")
     rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
@@ -113,7 +121,9 @@ class IndexFlat:
         self.is_trained = True
         self._xb = RowBuffer(self.d, np.float32)
         self._norms = RowBuffer(0, np.float32)
-        self._version = 0  # counts modifications (indexes using this as quantizer cache)
+        self._version = (
+            0  # counts modifications (indexes using this as quantizer cache)
+        )
 
     @property
     def ntotal(self) -> int:
@@ -164,7 +174,7 @@ class IndexFlat:
     def _search(
         self, x: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """``search`` on validated input (for indexes that use this one as quantizer)."""
+        """``search`` on validated input (for indexes using this as quantizer)."""
         return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view())
 
     def reset(self) -> None:

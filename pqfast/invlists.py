@@ -60,7 +60,9 @@ class ArrayInvertedLists:
         """Entries per list (read-only)."""
         return _read_only(self._sizes)
 
-    def kernel_arrays(self) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.int64]]:
+    def kernel_arrays(
+        self,
+    ) -> tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.int64]]:
         """(code addresses, id addresses, sizes) for the search kernel."""
         return self._code_ptrs, self._id_ptrs, self._sizes
 
@@ -77,7 +79,10 @@ class ArrayInvertedLists:
         return _read_only(self._ids[self._check_list_no(list_no)].view())
 
     def add_entries(
-        self, list_nos: NDArray[np.int64], codes: NDArray[np.uint8], ids: NDArray[np.int64]
+        self,
+        list_nos: NDArray[np.int64],
+        codes: NDArray[np.uint8],
+        ids: NDArray[np.int64],
     ) -> None:
         """Append entry j to list list_nos[j], keeping input order within a list.
 

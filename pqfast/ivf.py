@@ -88,7 +88,9 @@ class IndexIVFPQ:
                     f"{type(quantizer).__name__} has no '{attr}'."
                 )
         if quantizer.d != self.pq.d:
-            raise ValueError(f"quantizer has d={quantizer.d}, the index has d={self.d}.")
+            raise ValueError(
+                f"quantizer has d={quantizer.d}, the index has d={self.d}."
+            )
         self.quantizer = quantizer
         # faiss's coarse k-means settings: 10 iterations; spherical for IP
         self.cp = ClusteringParameters(
@@ -116,7 +118,9 @@ class IndexIVFPQ:
     @by_residual.setter
     def by_residual(self, value: bool) -> None:
         if not value:
-            raise ValueError("by_residual=False is not supported by pqfast's IndexIVFPQ.")
+            raise ValueError(
+                "by_residual=False is not supported by pqfast's IndexIVFPQ."
+            )
 
     @property
     def nprobe(self) -> int:
@@ -137,7 +141,8 @@ class IndexIVFPQ:
     @is_trained.setter
     def is_trained(self, value: bool) -> None:
         check_is_trained_assignment(
-            value, self.is_trained,
+            value,
+            self.is_trained,
             "the quantizer must hold nlist centroids and pq.centroids must be set",
         )
 
@@ -280,7 +285,8 @@ class IndexIVFPQ:
         pq = self.pq
         nbytes = self.nlist * pq.M * pq.ksub * 4
         use = self.use_precomputed_table == 1 or (
-            self.use_precomputed_table == 0 and nbytes <= self.precomputed_table_max_bytes
+            self.use_precomputed_table == 0
+            and nbytes <= self.precomputed_table_max_bytes
         )
         if self.metric_type != METRIC_L2 or not use:
             return _EMPTY_TABLE
@@ -342,9 +348,21 @@ class IndexIVFPQ:
         D, I = result_arrays(x.shape[0] * nseg, k)
         pq, inv = self.pq, self.invlists
         _ivf.ivfpq_search(
-            x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
-            *inv.kernel_arrays(), self.code_size, pq.nbits,
-            self.metric_type == METRIC_L2, nseg, scratch(2 * pq.M * pq.ksub), D, I,
+            x,
+            probes,
+            base,
+            pq._cbt,
+            pq._ynorm,
+            precomp,
+            self._coarse_centroids(),
+            *inv.kernel_arrays(),
+            self.code_size,
+            pq.nbits,
+            self.metric_type == METRIC_L2,
+            nseg,
+            scratch(2 * pq.M * pq.ksub),
+            D,
+            I,
         )
         return finish(D, I, nseg, self.metric_type)
 
@@ -374,7 +392,10 @@ class IndexIVFPQ:
             np.cumsum(inv.sizes) - inv.sizes, inv.sizes
         )
         order = np.argsort(ids, kind="stable")
-        self._direct_map = (ids[order].astype(np.int64), np.stack([lists, offsets], 1)[order])
+        self._direct_map = (
+            ids[order].astype(np.int64),
+            np.stack([lists, offsets], 1)[order],
+        )
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         """Decoded vector with id `key` (centroid + decoded residual), shape (d,)."""

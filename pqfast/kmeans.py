@@ -15,6 +15,7 @@ from pqfast._threads import serial_blas
 from pqfast._validation import NotTrainedError, check_positive_int, check_vectors
 from pqfast.flat import IndexFlat, _knn
 
+
 @dataclass
 class ClusteringParameters:
     """k-means settings of a trainable index, as faiss's ``index.cp`` / ``pq.cp``.
@@ -51,7 +52,9 @@ def _split_empty(
     point counts or weight sums; its centroid is copied and the two copies are
     pushed apart by a relative +-1/1024 in alternating dimensions.  In place.
     """
-    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    sign = np.where(np.arange(centroids.shape[1]) % 2 == 0, 1.0, -1.0).astype(
+        np.float32
+    )
     for ci in np.flatnonzero(sizes == 0):
         donors = np.maximum(sizes - 1, 0)
         if donors.sum() <= 0:
@@ -106,13 +109,18 @@ def lloyd(
         obj[it] = dist.sum() if weights is None else dist @ weights
         _kmeans.group_by_cluster(assign, order, starts)
         _kmeans.update_centroids(x, w, order, starts, work, centroids)
-        sizes = np.diff(starts).astype(np.float64) if weights is None else np.bincount(
-            assign, weights=weights, minlength=k)
+        sizes = (
+            np.diff(starts).astype(np.float64)
+            if weights is None
+            else np.bincount(assign, weights=weights, minlength=k)
+        )
         _split_empty(centroids, sizes, rng)
         if spherical:
             _normalize_rows(centroids)
         if verbose:
-            print(f"  Iteration {it} ({n} points, {k} centroids): objective={obj[it]:.6g}")
+            print(
+                f"  Iteration {it} ({n} points, {k} centroids): objective={obj[it]:.6g}"
+            )
     return centroids, obj
 
 
@@ -164,7 +172,12 @@ class Kmeans:
         nredo: int = 1,
         **kwargs: object,
     ) -> None:
-        unknown = set(kwargs) - {"gpu", "update_index", "int_centroids", "decode_block_size"}
+        unknown = set(kwargs) - {
+            "gpu",
+            "update_index",
+            "int_centroids",
+            "decode_block_size",
+        }
         if unknown:
             raise TypeError(f"Kmeans got unexpected arguments: {sorted(unknown)}.")
         self.d = check_positive_int(d, "d")
@@ -216,10 +229,17 @@ class Kmeans:
                     f"init_centroids must have k={self.k} rows, got {init.shape[0]}."
                 )
         centroids, obj = train_centroids(
-            x, self.k, niter=self.niter, seed=self.seed, spherical=self.spherical,
+            x,
+            self.k,
+            niter=self.niter,
+            seed=self.seed,
+            spherical=self.spherical,
             max_points_per_centroid=self.max_points_per_centroid,
             min_points_per_centroid=self.min_points_per_centroid,
-            nredo=self.nredo, init=init, verbose=self.verbose, weights=weights,
+            nredo=self.nredo,
+            init=init,
+            verbose=self.verbose,
+            weights=weights,
         )
         self.centroids, self.obj = centroids, obj
         self.index.reset()

@@ -102,7 +102,9 @@ class ProductQuantizer:
 
     def _check_trained(self) -> None:
         if self._centroids is None:
-            raise NotTrainedError("the ProductQuantizer is not trained; call train first.")
+            raise NotTrainedError(
+                "the ProductQuantizer is not trained; call train first."
+            )
 
     def train(self, x: ArrayLike) -> None:
         """Learn the M codebooks by k-means on each sub-vector block.
@@ -132,8 +134,14 @@ class ProductQuantizer:
     def _encode(self, x: NDArray[np.float32]) -> NDArray[np.uint8]:
         idx = np.empty((x.shape[0], self.M), np.uint16)
         with serial_blas():
-            _pq.assign_codes(x, self._centroids, self._ynorm, self._encode_chunk,
-                             scratch(self._encode_chunk * self.ksub), idx)
+            _pq.assign_codes(
+                x,
+                self._centroids,
+                self._ynorm,
+                self._encode_chunk,
+                scratch(self._encode_chunk * self.ksub),
+                idx,
+            )
         codes = np.empty((x.shape[0], self.code_size), np.uint8)
         _pq.pack_codes(idx, self.nbits, codes)
         return codes
@@ -157,7 +165,8 @@ class ProductQuantizer:
             arr = arr.reshape(1, -1)
         if arr.ndim != 2 or arr.shape[1] != self.code_size:
             raise ValueError(
-                f"codes must have shape (n, code_size={self.code_size}), got {arr.shape}."
+                f"codes must have shape (n, code_size={self.code_size}), "
+                f"got {arr.shape}."
             )
         if arr.dtype != np.uint8:
             raise TypeError(f"codes must be uint8, got dtype {arr.dtype}.")
@@ -266,8 +275,16 @@ class IndexPQ:
         D, I = result_arrays(x.shape[0] * nseg, k)
         pq = self.pq
         _pq.pq_search(
-            x, pq._cbt, pq._ynorm, self._codes.view(), pq.nbits,
-            self.metric_type == METRIC_L2, nseg, scratch(pq.M * pq.ksub), D, I,
+            x,
+            pq._cbt,
+            pq._ynorm,
+            self._codes.view(),
+            pq.nbits,
+            self.metric_type == METRIC_L2,
+            nseg,
+            scratch(pq.M * pq.ksub),
+            D,
+            I,
         )
         return finish(D, I, nseg, self.metric_type)
 

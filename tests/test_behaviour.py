@@ -6,10 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import gaussian_mixture, recall_at
 
 import pqfast
 from pqfast._kernels import _openmp
-from conftest import gaussian_mixture, recall_at
 
 FLT_MAX = np.finfo(np.float32).max
 METRICS = [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT]
@@ -83,7 +83,9 @@ def test_index_pq_distances_match_numpy_adc(data, metric):
     else:
         ref = xq @ recon.T
         order = np.argsort(-ref, axis=1, kind="stable")[:, :5]
-    np.testing.assert_allclose(D, np.take_along_axis(ref, order, 1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        D, np.take_along_axis(ref, order, 1), rtol=1e-4, atol=1e-3
+    )
     np.testing.assert_allclose(np.take_along_axis(ref, I, 1), D, rtol=1e-4, atol=1e-3)
 
 
@@ -94,7 +96,9 @@ def test_ivfpq_distances_match_reconstruction(data, metric):
     index.add(xb)
     index.nprobe = 4
     D, I = index.search(xq, 5)
-    recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(*I.shape, -1)
+    recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(
+        *I.shape, -1
+    )
     if metric == pqfast.METRIC_L2:
         ref = ((xq[:, None, :] - recon) ** 2).sum(-1)
     else:
@@ -119,8 +123,11 @@ def test_recall_against_exact_search(data):
 @pytest.mark.parametrize("metric", METRICS)
 def test_padding_when_fewer_than_k(data, metric):
     xb, xq = data
-    for index in (pqfast.IndexFlat(32, metric), pqfast.IndexPQ(32, 8, 8, metric),
-                  make_ivfpq(xb, metric=metric)):
+    for index in (
+        pqfast.IndexFlat(32, metric),
+        pqfast.IndexPQ(32, 8, 8, metric),
+        make_ivfpq(xb, metric=metric),
+    ):
         index.train(xb)
         index.add(xb[:3])
         index.nprobe = 16  # IVF: scan every list (ignored by the others)
@@ -194,7 +201,10 @@ def test_lists_are_contiguous_arrays(trained_ivf, data):
     assert sizes == [trained_ivf.get_list_size(i) for i in range(trained_ivf.nlist)]
     for i in range(trained_ivf.nlist):
         codes, ids = inv.get_codes(i), inv.get_ids(i)
-        assert codes.dtype == np.uint8 and codes.shape == (sizes[i], trained_ivf.code_size)
+        assert codes.dtype == np.uint8 and codes.shape == (
+            sizes[i],
+            trained_ivf.code_size,
+        )
         assert ids.dtype == np.int64 and codes.flags.c_contiguous
     trained_ivf.reset()
     assert trained_ivf.ntotal == 0
@@ -239,7 +249,9 @@ def test_reconstruct(data, trained_pq):
     ids = np.arange(len(xb)) + 1000
     ivf.add_with_ids(xb, ids)
     ivf.make_direct_map()
-    err = np.mean([np.sum((ivf.reconstruct(int(i)) - xb[i - 1000]) ** 2) for i in ids[:50]])
+    err = np.mean(
+        [np.sum((ivf.reconstruct(int(i)) - xb[i - 1000]) ** 2) for i in ids[:50]]
+    )
     assert err < 0.3 * np.mean(np.sum(xb**2, 1))
     with pytest.raises(KeyError):
         ivf.reconstruct(5)
@@ -251,7 +263,9 @@ def test_reconstruct(data, trained_pq):
     pq = pqfast.IndexPQ(32, 8, 8)
     pq.pq.centroids = trained_pq.pq.centroids
     pq.add(xb[:10])
-    np.testing.assert_array_equal(pq.reconstruct(3), pq.sa_decode(pq.sa_encode(xb[3]))[0])
+    np.testing.assert_array_equal(
+        pq.reconstruct(3), pq.sa_decode(pq.sa_encode(xb[3]))[0]
+    )
     flat = pqfast.IndexFlatL2(32)
     flat.add(xb[:10])
     np.testing.assert_array_equal(flat.reconstruct(3), xb[3])
@@ -273,9 +287,15 @@ def test_results_identical_with_1_and_2_threads(data, embeddings):
         pqfast.omp_set_num_threads(n)
         km = pqfast.Kmeans(384, 20, niter=5, seed=3)
         km.train(embeddings[:3000])
-        results[n] = [*ivf.search(xq, 10), *ivf.search(xq[:1], 10), *pq.search(xq, 10),
-                      *pq.search(xq[:1], 10), *flat.search(xq[:1], 10), km.centroids,
-                      make_ivfpq(xb, M=8).pq.centroids]
+        results[n] = [
+            *ivf.search(xq, 10),
+            *ivf.search(xq[:1], 10),
+            *pq.search(xq, 10),
+            *pq.search(xq[:1], 10),
+            *flat.search(xq[:1], 10),
+            km.centroids,
+            make_ivfpq(xb, M=8).pq.centroids,
+        ]
     for a, b in zip(results[1], results[2]):
         np.testing.assert_array_equal(a, b)
 
@@ -305,7 +325,9 @@ def test_idle_threads_do_not_spin(data):
 # --------------------------------------------------------------- k-means
 def test_kmeans(rng):
     centers = rng.standard_normal((8, 16)).astype(np.float32) * 10
-    x = (centers[rng.integers(0, 8, 4000)] + rng.standard_normal((4000, 16))).astype(np.float32)
+    x = (centers[rng.integers(0, 8, 4000)] + rng.standard_normal((4000, 16))).astype(
+        np.float32
+    )
     km = pqfast.Kmeans(16, 8, niter=20, seed=5)
     obj = km.train(x)
     assert km.centroids.shape == (8, 16) and km.centroids.dtype == np.float32
@@ -336,7 +358,8 @@ def test_kmeans_splits_empty_clusters_and_subsamples(rng):
     assert len({tuple(c) for c in km.centroids}) == 5
     with pytest.warns(UserWarning, match="sampling"):
         pqfast.Kmeans(4, 2, niter=1, max_points_per_centroid=10).train(
-            rng.standard_normal((100, 4)))
+            rng.standard_normal((100, 4))
+        )
 
 
 def test_kmeans_nredo_keeps_best(rng):

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import gaussian_mixture
 
 import pqfast
-from conftest import gaussian_mixture
 
 D = 32
 
@@ -62,17 +62,28 @@ def test_bad_vectors_rejected_everywhere(indexes, xb, kind, bad, exc, match):
 
 
 @pytest.mark.parametrize("kind", ["flat", "pq", "ivf"])
-@pytest.mark.parametrize("k,exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError),
-                                   ("3", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "k,exc",
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (1.5, TypeError),
+        ("3", TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_k(indexes, xb, kind, k, exc):
     with pytest.raises(exc, match="k"):
         indexes[kind].search(xb[:2], k)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: pqfast.IndexPQ(D, 8, 8),
-    lambda: pqfast.IndexIVFPQ(pqfast.IndexFlatL2(D), D, 16, 8, 8),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: pqfast.IndexPQ(D, 8, 8),
+        lambda: pqfast.IndexIVFPQ(pqfast.IndexFlatL2(D), D, 16, 8, 8),
+    ],
+)
 def test_untrained(make, xb):
     index = make()
     for call in (lambda: index.add(xb), lambda: index.search(xb, 1)):
@@ -87,13 +98,16 @@ def test_untrained(make, xb):
         pqfast.Kmeans(D, 4).assign(xb)
 
 
-@pytest.mark.parametrize("args,match", [
-    ((30, 8, 8), "divisible"),
-    ((D, 8, 0), "nbits"),
-    ((D, 8, 17), "between 1 and 16"),
-    ((D, 0, 8), "M"),
-    ((0, 8, 8), "d"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((30, 8, 8), "divisible"),
+        ((D, 8, 0), "nbits"),
+        ((D, 8, 17), "between 1 and 16"),
+        ((D, 0, 8), "M"),
+        ((0, 8, 8), "d"),
+    ],
+)
 def test_bad_pq_parameters(args, match):
     with pytest.raises(ValueError, match=match):
         pqfast.ProductQuantizer(*args)

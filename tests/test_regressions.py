@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import gaussian_mixture
 
 import pqfast
-from conftest import gaussian_mixture
 from pqfast._kernels import _openmp
 from pqfast._storage import RowBuffer
 
@@ -46,7 +46,9 @@ def test_new_pq_centroids_refresh_the_precomputed_table(xb):
     index.nprobe = 4
     D, I = index.search(xb[:5], 5)
     recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(5, 5, -1)
-    np.testing.assert_allclose(D, ((xb[:5, None] - recon) ** 2).sum(-1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        D, ((xb[:5, None] - recon) ** 2).sum(-1), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_replaced_quantizer_centroids_are_seen(xb):
@@ -59,7 +61,9 @@ def test_replaced_quantizer_centroids_are_seen(xb):
     index.nprobe = 4
     D, I = index.search(xb[:5], 5)
     recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(5, 5, -1)
-    np.testing.assert_allclose(D, ((xb[:5, None] - recon) ** 2).sum(-1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        D, ((xb[:5, None] - recon) ** 2).sum(-1), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_read_only_derived_state(xb):
@@ -139,7 +143,9 @@ def test_list_numbers_and_ids_checked(xb):
 def test_kmeans_weights_and_faiss_signature():
     x = np.array([[0.0], [1.0], [10.0], [12.0]], np.float32)
     km = pqfast.Kmeans(1, 2, niter=5)
-    km.train(x, np.array([1, 3, 1, 1], np.float32), np.array([[0.0], [11.0]], np.float32))
+    km.train(
+        x, np.array([1, 3, 1, 1], np.float32), np.array([[0.0], [11.0]], np.float32)
+    )
     np.testing.assert_allclose(np.sort(km.centroids.ravel()), [0.75, 11.0], rtol=1e-6)
     with pytest.raises(ValueError, match="weights"):
         km.train(x, np.array([1, -1, 1, 1]))

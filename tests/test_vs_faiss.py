@@ -3,9 +3,9 @@ own training => comparable recall on real embeddings."""
 
 import numpy as np
 import pytest
+from conftest import gaussian_mixture, recall_at, same_ids_ties_aside
 
 import pqfast
-from conftest import gaussian_mixture, recall_at, same_ids_ties_aside
 
 faiss = pytest.importorskip("faiss")
 
@@ -75,8 +75,10 @@ def test_index_pq_same_centroids(rng, nbits, metric):
     theirs.is_trained = True
     ours.add(xb)
     theirs.add(xb)
-    np.testing.assert_array_equal(ours.codes, faiss.vector_to_array(theirs.codes).reshape(
-        ours.ntotal, ours.code_size))
+    np.testing.assert_array_equal(
+        ours.codes,
+        faiss.vector_to_array(theirs.codes).reshape(ours.ntotal, ours.code_size),
+    )
     D1, I1 = ours.search(xq, 10)
     D2, I2 = theirs.search(xq, 10)
     same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4)
@@ -91,7 +93,9 @@ def ivfpq_pair(rng, d, nlist, M, nbits, metric, xtrain):
     theirs = faiss.IndexIVFPQ(fq, d, nlist, M, nbits, metric)
     if nbits <= 8:
         theirs.train(xtrain)
-        codebooks = faiss.vector_to_array(theirs.pq.centroids).reshape(M, 1 << nbits, -1)
+        codebooks = faiss.vector_to_array(theirs.pq.centroids).reshape(
+            M, 1 << nbits, -1
+        )
     else:
         fq.add(xtrain[rng.choice(len(xtrain), nlist, replace=False)])
         codebooks = 0.3 * random_codebooks(rng, M, 1 << nbits, d // M)
@@ -127,7 +131,9 @@ def test_ivfpq_same_centroids(rng, nbits, metric):
     for list_no in range(nlist):
         codes, ids = faiss_list(theirs, list_no)
         np.testing.assert_array_equal(ours.invlists.get_ids(list_no), ids)
-        mismatched += int(np.sum(np.any(ours.invlists.get_codes(list_no) != codes, axis=1)))
+        mismatched += int(
+            np.sum(np.any(ours.invlists.get_codes(list_no) != codes, axis=1))
+        )
     assert mismatched <= 2  # float32 ties between two PQ centroids only
     for nprobe in (1, 4, 16):
         ours.nprobe = theirs.nprobe = nprobe
@@ -140,8 +146,10 @@ def test_ivfpq_same_centroids(rng, nbits, metric):
 def exact_neighbours(real_split):
     xb, xq = real_split
     out = {}
-    for metric, flat in ((pqfast.METRIC_L2, faiss.IndexFlatL2),
-                         (pqfast.METRIC_INNER_PRODUCT, faiss.IndexFlatIP)):
+    for metric, flat in (
+        (pqfast.METRIC_L2, faiss.IndexFlatL2),
+        (pqfast.METRIC_INNER_PRODUCT, faiss.IndexFlatIP),
+    ):
         gt = flat(xb.shape[1])
         gt.add(xb)
         out[metric] = gt.search(xq, 10)[1]
@@ -154,14 +162,17 @@ def test_recall_real_embeddings_own_training(real_split, exact_neighbours, metri
     d, nlist, M = xb.shape[1], 64, 32
     recalls = {}
     for lib in (pqfast, faiss):
-        quantizer = lib.IndexFlatL2(d) if metric == lib.METRIC_L2 else lib.IndexFlatIP(d)
+        quantizer = (
+            lib.IndexFlatL2(d) if metric == lib.METRIC_L2 else lib.IndexFlatIP(d)
+        )
         index = lib.IndexIVFPQ(quantizer, d, nlist, M, 8, metric)
         index.train(xb)
         index.add(xb)
         for nprobe in (1, 8, 32):
             index.nprobe = nprobe
-            recalls[lib.__name__, nprobe] = recall_at(index.search(xq, 10)[1],
-                                                      exact_neighbours[metric], 10)
+            recalls[lib.__name__, nprobe] = recall_at(
+                index.search(xq, 10)[1], exact_neighbours[metric], 10
+            )
     for nprobe in (1, 8, 32):
         ours, theirs = recalls["pqfast", nprobe], recalls["faiss", nprobe]
         assert ours >= theirs - 0.02, (nprobe, ours, theirs)
@@ -181,8 +192,10 @@ def test_kmeans_close_to_faiss_objective(embeddings):
 def test_flat_matches_faiss(rng):
     xb = gaussian_mixture(rng, 3000, 24)
     xq = gaussian_mixture(rng, 40, 24)
-    for ours, theirs in ((pqfast.IndexFlatL2(24), faiss.IndexFlatL2(24)),
-                         (pqfast.IndexFlatIP(24), faiss.IndexFlatIP(24))):
+    for ours, theirs in (
+        (pqfast.IndexFlatL2(24), faiss.IndexFlatL2(24)),
+        (pqfast.IndexFlatIP(24), faiss.IndexFlatIP(24)),
+    ):
         ours.add(xb)
         theirs.add(xb)
         D1, I1 = ours.search(xq, 20)
@@ -195,8 +208,9 @@ def test_codes_match_on_sift_like_integer_data(rng):
     d, M = 128, 16
     x = rng.integers(0, 150, (20000, d)).astype(np.float32)
     pq = pqfast.ProductQuantizer(d, M, 8)
-    pq.centroids = x[rng.choice(len(x), 256, replace=False)].reshape(256, M, 8).transpose(
-        1, 0, 2)
+    pq.centroids = (
+        x[rng.choice(len(x), 256, replace=False)].reshape(256, M, 8).transpose(1, 0, 2)
+    )
     fpq = faiss_pq(pq.centroids, d, M, 8)
     ours, theirs = pq.unpack(pq.compute_codes(x)), pq.unpack(fpq.compute_codes(x))
     # Integer data makes exact ties common; there pqfast keeps the first
