@@ -73,3 +73,15 @@ def same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-4, atol=1e-5):
             if v in dist2:
                 assert abs(d1[j] - dist2[v]) <= atol + rtol * abs(d1[j]), (v, d1[j])
     return identical / len(I1)
+
+
+def assert_distances_match_reconstruction(index, xq, k=5):
+    """Search `index` and check each returned distance against the decoded vector."""
+    D, I = index.search(xq, k)
+    recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()])
+    recon = recon.reshape(*I.shape, -1)
+    if index.metric_type == pqfast.METRIC_L2:
+        ref = ((xq[:, None, :] - recon) ** 2).sum(-1)
+    else:
+        ref = np.einsum("qd,qkd->qk", xq, recon)
+    np.testing.assert_allclose(D, ref, rtol=1e-4, atol=1e-3)

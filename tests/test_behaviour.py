@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import gaussian_mixture, recall_at
+from conftest import assert_distances_match_reconstruction, gaussian_mixture, recall_at
 
 import pqfast
 from pqfast._kernels import _openmp
@@ -95,15 +95,7 @@ def test_ivfpq_distances_match_reconstruction(data, metric):
     index = make_ivfpq(xb, metric=metric)
     index.add(xb)
     index.nprobe = 4
-    D, I = index.search(xq, 5)
-    recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(
-        *I.shape, -1
-    )
-    if metric == pqfast.METRIC_L2:
-        ref = ((xq[:, None, :] - recon) ** 2).sum(-1)
-    else:
-        ref = np.einsum("qd,qkd->qk", xq, recon)
-    np.testing.assert_allclose(D, ref, rtol=1e-4, atol=1e-3)
+    assert_distances_match_reconstruction(index, xq)
 
 
 def test_recall_against_exact_search(data):

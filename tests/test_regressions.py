@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import gaussian_mixture
+from conftest import assert_distances_match_reconstruction, gaussian_mixture
 
 import pqfast
 from pqfast._kernels import _openmp
@@ -44,11 +44,7 @@ def test_new_pq_centroids_refresh_the_precomputed_table(xb):
     index.pq.centroids = index.pq.centroids * 1.5
     index.add(xb[:500])
     index.nprobe = 4
-    D, I = index.search(xb[:5], 5)
-    recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(5, 5, -1)
-    np.testing.assert_allclose(
-        D, ((xb[:5, None] - recon) ** 2).sum(-1), rtol=1e-4, atol=1e-3
-    )
+    assert_distances_match_reconstruction(index, xb[:5])
 
 
 def test_replaced_quantizer_centroids_are_seen(xb):
@@ -59,11 +55,7 @@ def test_replaced_quantizer_centroids_are_seen(xb):
     index.quantizer.add(shifted)
     index.add(xb[:500])
     index.nprobe = 4
-    D, I = index.search(xb[:5], 5)
-    recon = np.stack([index.reconstruct(int(i)) for i in I.ravel()]).reshape(5, 5, -1)
-    np.testing.assert_allclose(
-        D, ((xb[:5, None] - recon) ** 2).sum(-1), rtol=1e-4, atol=1e-3
-    )
+    assert_distances_match_reconstruction(index, xb[:5])
 
 
 def test_read_only_derived_state(xb):
