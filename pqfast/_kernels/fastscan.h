@@ -1,0 +1,108 @@
+/* 4-bit PQ "fast scan": codes of 32 vectors packed per block, looked up 32 at
+ * a time in 8-bit quantized tables with byte shuffles (André, Kermarrec and
+ * Le Scouarnec, "Cache locality is not enough: high-performance nearest
+ * neighbor search with product quantization fast scan", VLDB 2015; faiss's
+ * IndexPQFastScan uses the same idea with its own layout).
+ *
+ * pqfast's block layout: for block b and sub-quantizer m, 16 bytes; byte j
+ * holds the code of vector 32b + j in its low nibble and of vector 32b + 16 + j
+ * in its high nibble.  A block is M * 16 bytes: the same 4 bits per sub-code
+ * as faiss's flat codes.
+ */
+#ifndef PQFAST_FASTSCAN_H
+#define PQFAST_FASTSCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define PQFAST_HAVE_X86 1
+#endif
+
+/* Both versions: out[j] = sum_m lut[m, code_j,m] for the 32 vectors of the
+ * block; the result has bit j set where out[j] <= thr. */
+static uint32_t pqfast_fs_block_scalar(const uint8_t *block, ptrdiff_t M,
+                                       const uint8_t *lut, uint16_t thr, uint16_t *out)
+{
+    for (int j = 0; j < 32; j++)
+        out[j] = 0;
+    for (ptrdiff_t m = 0; m < M; m++) {
+        const uint8_t *c = block + m * 16, *t = lut + m * 16;
+        for (int j = 0; j < 16; j++) {
+            out[j] += t[c[j] & 15];
+            out[j + 16] += t[c[j] >> 4];
+        }
+    }
+    uint32_t mask = 0;
+    for (int j = 0; j < 32; j++)
+        mask |= (uint32_t)(out[j] <= thr) << j;
+    return mask;
+}
+
+#ifdef PQFAST_HAVE_X86
+/* AVX2: two sub-quantizers per 256-bit shuffle (one per 128-bit lane). */
+__attribute__((target("avx2"))) static uint32_t
+pqfast_fs_block_avx2(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
+                     uint16_t thr, uint16_t *out)
+{
+    const __m256i low4 = _mm256_set1_epi8(15), zero = _mm256_setzero_si256();
+    __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    ptrdiff_t m = 0;
+    for (; m + 2 <= M; m += 2) {
+        __m256i c = _mm256_loadu_si256((const __m256i *)(block + m * 16));
+        __m256i t = _mm256_loadu_si256((const __m256i *)(lut + m * 16));
+        __m256i lo = _mm256_shuffle_epi8(t, _mm256_and_si256(c, low4));
+        __m256i hi = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(c, 4), low4));
+        a0 = _mm256_add_epi16(a0, _mm256_unpacklo_epi8(lo, zero)); /* vectors 0-7   */
+        a1 = _mm256_add_epi16(a1, _mm256_unpackhi_epi8(lo, zero)); /* vectors 8-15  */
+        a2 = _mm256_add_epi16(a2, _mm256_unpacklo_epi8(hi, zero)); /* vectors 16-23 */
+        a3 = _mm256_add_epi16(a3, _mm256_unpackhi_epi8(hi, zero)); /* vectors 24-31 */
+    }
+    /* each lane summed its own sub-quantizers: add the two lanes */
+    __m128i s0 = _mm_add_epi16(_mm256_castsi256_si128(a0), _mm256_extracti128_si256(a0, 1));
+    __m128i s1 = _mm_add_epi16(_mm256_castsi256_si128(a1), _mm256_extracti128_si256(a1, 1));
+    __m128i s2 = _mm_add_epi16(_mm256_castsi256_si128(a2), _mm256_extracti128_si256(a2, 1));
+    __m128i s3 = _mm_add_epi16(_mm256_castsi256_si128(a3), _mm256_extracti128_si256(a3, 1));
+    if (m < M) { /* odd M: the last sub-quantizer, one lane */
+        __m128i c = _mm_loadu_si128((const __m128i *)(block + m * 16));
+        __m128i t = _mm_loadu_si128((const __m128i *)(lut + m * 16));
+        const __m128i l4 = _mm_set1_epi8(15), z = _mm_setzero_si128();
+        __m128i lo = _mm_shuffle_epi8(t, _mm_and_si128(c, l4));
+        __m128i hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(c, 4), l4));
+        s0 = _mm_add_epi16(s0, _mm_unpacklo_epi8(lo, z));
+        s1 = _mm_add_epi16(s1, _mm_unpackhi_epi8(lo, z));
+        s2 = _mm_add_epi16(s2, _mm_unpacklo_epi8(hi, z));
+        s3 = _mm_add_epi16(s3, _mm_unpackhi_epi8(hi, z));
+    }
+    _mm_storeu_si128((__m128i *)(out + 0), s0);
+    _mm_storeu_si128((__m128i *)(out + 8), s1);
+    _mm_storeu_si128((__m128i *)(out + 16), s2);
+    _mm_storeu_si128((__m128i *)(out + 24), s3);
+    /* s <= thr  <=>  min(s, thr) == s (unsigned) */
+    const __m128i t16 = _mm_set1_epi16((short)thr);
+    __m128i c0 = _mm_cmpeq_epi16(_mm_min_epu16(s0, t16), s0);
+    __m128i c1 = _mm_cmpeq_epi16(_mm_min_epu16(s1, t16), s1);
+    __m128i c2 = _mm_cmpeq_epi16(_mm_min_epu16(s2, t16), s2);
+    __m128i c3 = _mm_cmpeq_epi16(_mm_min_epu16(s3, t16), s3);
+    uint32_t lo_mask = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(c0, c1));
+    uint32_t hi_mask = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(c2, c3));
+    return lo_mask | (hi_mask << 16);
+}
+#endif
+
+/* The best version for this CPU, chosen once. */
+typedef uint32_t (*pqfast_fs_block_fn)(const uint8_t *, ptrdiff_t, const uint8_t *,
+                                       uint16_t, uint16_t *);
+
+static pqfast_fs_block_fn pqfast_fs_block_impl(int allow_simd)
+{
+#ifdef PQFAST_HAVE_X86
+    if (allow_simd && __builtin_cpu_supports("avx2"))
+        return pqfast_fs_block_avx2;
+#endif
+    (void)allow_simd;
+    return pqfast_fs_block_scalar;
+}
+
+#endif

@@ -1,0 +1,179 @@
+"""IndexPQFastScan: 4-bit product quantization scanned 32 codes at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pqfast._kernels import _fastscan
+from pqfast._metrics import METRIC_L2
+from pqfast._search import finish, n_segments, result_arrays, scratch
+from pqfast._storage import RowBuffer
+from pqfast._validation import (
+    NotTrainedError,
+    check_is_trained_assignment,
+    check_key,
+    check_metric,
+    check_positive_int,
+    check_range,
+    check_vectors,
+)
+from pqfast.pq import ProductQuantizer
+
+_BLOCK = 32  # vectors per packed block
+
+
+class IndexPQFastScan:
+    """Exhaustive search over 4-bit PQ codes (faiss's ``IndexPQFastScan``).
+
+    Codes are stored in blocks of 32 vectors (M * 16 bytes a block: 4 bits per
+    sub-code, as in IndexPQ with nbits=4) and scored 32 at a time with byte
+    shuffles on 8-bit quantized lookup tables (AVX2 when the CPU has it, a
+    portable loop otherwise).  Unlike faiss, the k best are re-scored with the
+    float table, so the returned distances are exact ADC distances.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension, a multiple of M.
+    M : int
+        Number of sub-quantizers.
+    nbits : int, default 4
+        Must be 4.
+    metric : int, default METRIC_L2
+        METRIC_L2 or METRIC_INNER_PRODUCT.
+    bbs : int, default 32
+        Block size; must be 32.
+    seed : int, default 1234
+        Seeds training.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        M: int,
+        nbits: int = 4,
+        metric: int = METRIC_L2,
+        bbs: int = 32,
+        seed: int = 1234,
+    ) -> None:
+        if check_positive_int(nbits, "nbits") != 4:
+            raise ValueError(f"IndexPQFastScan needs nbits=4, got {nbits}.")
+        if check_positive_int(bbs, "bbs") != _BLOCK:
+            raise ValueError(f"IndexPQFastScan supports bbs=32 only, got {bbs}.")
+        self.pq = ProductQuantizer(d, M, 4)
+        self.pq.cp.seed = int(seed)
+        self.metric_type = check_metric(metric)
+        self.bbs = _BLOCK
+        self._blocks = RowBuffer(self.pq.M * 16, np.uint8)
+        self._ntotal = 0
+
+    d = property(lambda self: self.pq.d, doc="Vector dimension.")
+    code_size = property(lambda self: self.pq.code_size, doc="Bytes per vector.")
+    ntotal = property(lambda self: self._ntotal, doc="Number of stored vectors.")
+
+    @property
+    def is_trained(self) -> bool:
+        return self.pq.is_trained
+
+    @is_trained.setter
+    def is_trained(self, value: bool) -> None:
+        check_is_trained_assignment(value, self.is_trained, "pq.centroids must be set")
+
+    def _check_trained(self, what: str) -> None:
+        if not self.is_trained:
+            raise NotTrainedError(f"IndexPQFastScan.{what} called before train.")
+
+    def train(self, x: ArrayLike) -> None:
+        """Train the product quantizer on `x` of shape (n, d), n >= 16."""
+        if self.ntotal > 0:
+            raise ValueError("the index holds vectors; call reset() before train.")
+        self.pq.train(x)
+
+    def _sub_codes(self, i0: int, n: int) -> NDArray[np.uint8]:
+        """Sub-codes (n, M) of stored vectors i0 .. i0 + n - 1."""
+        first, last = i0 // _BLOCK, -(-(i0 + n) // _BLOCK)
+        codes = np.empty((last * _BLOCK - first * _BLOCK, self.pq.M), np.uint8)
+        blocks = np.ascontiguousarray(self._blocks.view()[first:last])
+        _fastscan.unpack_blocks(blocks, codes)
+        return codes[i0 - first * _BLOCK : i0 - first * _BLOCK + n]
+
+    def add(self, x: ArrayLike) -> None:
+        """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
+        self._check_trained("add")
+        x = check_vectors(x, self.d)
+        new = self.pq.unpack(self.pq.compute_codes(x)).astype(np.uint8)
+        # the last block may be partial: repack it together with the new codes
+        tail = self._ntotal % _BLOCK
+        start = self._ntotal - tail
+        codes = np.concatenate([self._sub_codes(start, tail), new])
+        blocks = np.empty((-(-codes.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
+        _fastscan.pack_blocks(codes, blocks)
+        kept = start // _BLOCK
+        self._blocks.reserve(kept + blocks.shape[0])  # may fail: nothing changed yet
+        self._blocks.size = kept
+        self._blocks.append(blocks)
+        self._ntotal += x.shape[0]
+
+    def search(
+        self, x: ArrayLike, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Return the approximate k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        k : int
+            Number of neighbours, ``k >= 1``.
+
+        Returns
+        -------
+        D : ndarray of shape (n, k), float32
+            ADC distances (squared L2 ascending, or inner products descending);
+            +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
+        I : ndarray of shape (n, k), int64
+            Ids, -1 where fewer than k vectors exist.
+        """
+        self._check_trained("search")
+        x = check_vectors(x, self.d)
+        k = check_positive_int(k, "k")
+        nseg = n_segments(x.shape[0], self.ntotal)
+        D, I = result_arrays(x.shape[0] * nseg, k)
+        pq = self.pq
+        _fastscan.pq4_search(
+            x, pq._cbt, pq._ynorm, self._blocks.view(), self.ntotal,
+            self.metric_type == METRIC_L2, nseg, True,
+            scratch(2 * pq.M * 16 + 16), D, I,
+        )  # fmt: skip
+        return finish(D, I, nseg, self.metric_type)
+
+    def reset(self) -> None:
+        """Remove every vector (the trained quantizer is kept)."""
+        self._blocks.clear()
+        self._ntotal = 0
+
+    def sa_encode(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """Flat codes of shape (n, code_size) for `x` (faiss's 4-bit packing)."""
+        self._check_trained("sa_encode")
+        return self.pq.compute_codes(x)
+
+    def sa_decode(self, codes: ArrayLike) -> NDArray[np.float32]:
+        """Vectors of shape (n, d) reconstructed from flat codes."""
+        self._check_trained("sa_decode")
+        return self.pq.decode(codes)
+
+    def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
+        """Decoded vectors i0 .. i0 + n - 1, shape (n, d)."""
+        self._check_trained("reconstruct_n")
+        i0, n = check_range(i0, n, self.ntotal)
+        sub = self._sub_codes(i0, n)
+        pq = self.pq
+        return pq.centroids[np.arange(pq.M), sub].reshape(n, pq.d)
+
+    def reconstruct(self, key: int) -> NDArray[np.float32]:
+        """Decoded vector `key`, shape (d,)."""
+        return self.reconstruct_n(check_key(key, self.ntotal), 1)[0]
+
+    def __repr__(self) -> str:
+        return f"IndexPQFastScan(d={self.d}, M={self.pq.M}, ntotal={self.ntotal})"

@@ -1,0 +1,112 @@
+"""IndexPQFastScan: 4-bit codes in blocks of 32, scored by byte shuffles."""
+
+import numpy as np
+import pytest
+from conftest import recall_at
+
+import pqfast
+from pqfast._kernels import _fastscan, _openmp
+
+FLT_MAX = np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize("M", [8, 15, 16])
+def test_block_kernel_simd_matches_portable(rng, M):
+    codes = rng.integers(0, 16, (100, M)).astype(np.uint8)
+    blocks = np.empty((4, M * 16), np.uint8)
+    _fastscan.pack_blocks(codes, blocks)
+    back = np.empty_like(codes)
+    _fastscan.unpack_blocks(blocks, back)
+    np.testing.assert_array_equal(back, codes)
+    lut = rng.integers(0, 256, (M, 16)).astype(np.uint8)
+    sums = {}
+    for simd in (True, False):
+        out, masks = np.empty((4, 32), np.uint16), np.empty(4, np.int64)
+        _fastscan.block_sums(blocks, lut, simd, 1000, out, masks)
+        sums[simd] = out, masks
+    np.testing.assert_array_equal(sums[True][0], sums[False][0])
+    np.testing.assert_array_equal(sums[True][1], sums[False][1])
+    expected = lut[np.arange(M), codes].sum(1)
+    np.testing.assert_array_equal(sums[True][0].ravel()[:100], expected)
+    bits = (sums[True][0] <= 1000).astype(np.int64) << np.arange(32)
+    np.testing.assert_array_equal(sums[True][1], bits.sum(1))
+
+
+@pytest.fixture(scope="module", params=[pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def pair(request, real_split):
+    """A fast-scan index and an IndexPQ with the same 4-bit centroids."""
+    xb, _ = real_split
+    fs = pqfast.IndexPQFastScan(xb.shape[1], 48, 4, request.param)
+    fs.train(xb)
+    fs.add(xb)
+    exact = pqfast.IndexPQ(xb.shape[1], 48, 4, request.param)
+    exact.pq.centroids = fs.pq.centroids
+    exact.add(xb)
+    return fs, exact
+
+
+def test_matches_exact_adc_up_to_table_quantization(pair, real_split):
+    fs, exact = pair
+    _, xq = real_split
+    D1, I1 = fs.search(xq, 10)
+    D2, I2 = exact.search(xq, 10)
+    assert recall_at(I1, I2, 10) > 0.97
+    same = I1 == I2  # returned distances are exact ADC distances
+    np.testing.assert_allclose(D1[same], D2[same], rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(fs.reconstruct_n(0, 50), exact.reconstruct_n(0, 50))
+
+
+def test_recall_like_faiss_fast_scan(pair, real_split):
+    faiss = pytest.importorskip("faiss")
+    fs, exact = pair
+    xb, xq = real_split
+    theirs = faiss.IndexPQFastScan(xb.shape[1], 48, 4, fs.metric_type)
+    faiss.copy_array_to_vector(fs.pq.centroids.ravel(), theirs.pq.centroids)
+    theirs.is_trained = True
+    theirs.add(xb)
+    _, I_exact = exact.search(xq, 10)
+    ours = recall_at(fs.search(xq, 10)[1], I_exact, 10)
+    assert ours >= recall_at(theirs.search(xq, 10)[1], I_exact, 10) - 0.01
+
+
+def test_several_adds_partial_blocks_and_padding(pair, real_split):
+    fs, _ = pair
+    xb, xq = real_split
+    index = pqfast.IndexPQFastScan(xb.shape[1], 48, 4, fs.metric_type)
+    index.pq.centroids = fs.pq.centroids
+    for part in np.array_split(xb[:1000], 7):  # sizes not multiples of 32
+        index.add(part)
+    whole = pqfast.IndexPQFastScan(xb.shape[1], 48, 4, fs.metric_type)
+    whole.pq.centroids = fs.pq.centroids
+    whole.add(xb[:1000])
+    for a, b in zip(index.search(xq, 10), whole.search(xq, 10)):
+        np.testing.assert_array_equal(a, b)
+    index.reset()
+    index.add(xb[:3])
+    D, I = index.search(xq[:2], 5)
+    pad = FLT_MAX if fs.metric_type == pqfast.METRIC_L2 else -FLT_MAX
+    assert np.all(I[:, 3:] == -1) and np.all(D[:, 3:] == pad)
+
+
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="serial build")
+def test_identical_at_1_and_2_threads(pair, real_split):
+    fs, _ = pair
+    _, xq = real_split
+    results = []
+    for n in (1, 2):
+        pqfast.omp_set_num_threads(n)
+        results.append([*fs.search(xq, 10), *fs.search(xq[:1], 10)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="nbits=4"):
+        pqfast.IndexPQFastScan(32, 8, 8)
+    with pytest.raises(ValueError, match="bbs"):
+        pqfast.IndexPQFastScan(32, 8, 4, bbs=64)
+    index = pqfast.IndexPQFastScan(32, 8)
+    with pytest.raises(pqfast.NotTrainedError):
+        index.search(np.zeros((1, 32)), 1)
+    with pytest.raises(ValueError, match="too few training points"):
+        index.train(np.zeros((10, 32)))
