@@ -91,6 +91,55 @@ pqfast_fs_block_avx2(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
 }
 #endif
 
+#ifdef PQFAST_HAVE_X86
+/* AVX-512BW: four sub-quantizers per 512-bit shuffle (one per 128-bit lane). */
+__attribute__((target("avx512f,avx512bw"))) static uint32_t
+pqfast_fs_block_avx512(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
+                       uint16_t thr, uint16_t *out)
+{
+    const __m512i low4 = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
+    __m512i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    ptrdiff_t m = 0;
+    for (; m + 4 <= M; m += 4) {
+        __m512i c = _mm512_loadu_si512((const void *)(block + m * 16));
+        __m512i t = _mm512_loadu_si512((const void *)(lut + m * 16));
+        __m512i lo = _mm512_shuffle_epi8(t, _mm512_and_si512(c, low4));
+        __m512i hi = _mm512_shuffle_epi8(t, _mm512_and_si512(_mm512_srli_epi16(c, 4), low4));
+        a0 = _mm512_add_epi16(a0, _mm512_unpacklo_epi8(lo, zero)); /* vectors 0-7   */
+        a1 = _mm512_add_epi16(a1, _mm512_unpackhi_epi8(lo, zero)); /* vectors 8-15  */
+        a2 = _mm512_add_epi16(a2, _mm512_unpacklo_epi8(hi, zero)); /* vectors 16-23 */
+        a3 = _mm512_add_epi16(a3, _mm512_unpackhi_epi8(hi, zero)); /* vectors 24-31 */
+    }
+    /* each lane summed its own sub-quantizers: add the four lanes */
+    __m128i s[4];
+    __m512i acc[4] = {a0, a1, a2, a3};
+    for (int i = 0; i < 4; i++) {
+        __m256i h = _mm256_add_epi16(_mm512_castsi512_si256(acc[i]),
+                                     _mm512_extracti64x4_epi64(acc[i], 1));
+        s[i] = _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    }
+    const __m128i l4 = _mm_set1_epi8(15), z = _mm_setzero_si128();
+    for (; m < M; m++) { /* M not a multiple of 4: one lane at a time */
+        __m128i c = _mm_loadu_si128((const __m128i *)(block + m * 16));
+        __m128i t = _mm_loadu_si128((const __m128i *)(lut + m * 16));
+        __m128i lo = _mm_shuffle_epi8(t, _mm_and_si128(c, l4));
+        __m128i hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(c, 4), l4));
+        s[0] = _mm_add_epi16(s[0], _mm_unpacklo_epi8(lo, z));
+        s[1] = _mm_add_epi16(s[1], _mm_unpackhi_epi8(lo, z));
+        s[2] = _mm_add_epi16(s[2], _mm_unpacklo_epi8(hi, z));
+        s[3] = _mm_add_epi16(s[3], _mm_unpackhi_epi8(hi, z));
+    }
+    const __m128i t16 = _mm_set1_epi16((short)thr);
+    uint32_t mask = 0;
+    for (int i = 0; i < 4; i++) {
+        _mm_storeu_si128((__m128i *)(out + 8 * i), s[i]);
+        __m128i le = _mm_cmpeq_epi16(_mm_min_epu16(s[i], t16), s[i]);
+        mask |= (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(le, z)) << (8 * i);
+    }
+    return mask;
+}
+#endif
+
 /* The best version for this CPU, chosen once. */
 typedef uint32_t (*pqfast_fs_block_fn)(const uint8_t *, ptrdiff_t, const uint8_t *,
                                        uint16_t, uint16_t *);
@@ -98,6 +147,8 @@ typedef uint32_t (*pqfast_fs_block_fn)(const uint8_t *, ptrdiff_t, const uint8_t
 static pqfast_fs_block_fn pqfast_fs_block_impl(int allow_simd)
 {
 #ifdef PQFAST_HAVE_X86
+    if (allow_simd && __builtin_cpu_supports("avx512bw"))
+        return pqfast_fs_block_avx512;
     if (allow_simd && __builtin_cpu_supports("avx2"))
         return pqfast_fs_block_avx2;
 #endif
