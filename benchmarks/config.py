@@ -104,12 +104,12 @@ def index_specs(
             if M > d or d % M:
                 dropped.append(f"M={M}: d={d} is not a multiple")
                 continue
-            for nbits in settings.nbits:
+            for nbits in (4,) if kind == "PQfs" else settings.nbits:
                 if n_train < 2**nbits:
                     dropped.append(f"nbits={nbits}: only {n_train} training vectors")
                     continue
                 base = IndexSpec(kind, d, metric, M, nbits, seed=settings.seed)
-                if kind == "PQ":
+                if kind in ("PQ", "PQfs"):
                     specs.append(base)
                     continue
                 for nlist in nlists:

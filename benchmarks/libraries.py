@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from benchmarks.groundtruth import smallest_k
 
-INDEX_KINDS = ("IVFPQ", "PQ", "Flat")
+INDEX_KINDS = ("IVFPQ", "PQ", "PQfs", "Flat")  # PQfs: 4-bit fast scan
 LIBRARY_NAMES = ("pqfast", "faiss", "nanopq")
 
 SearchResult = tuple[NDArray[np.float32], NDArray[np.int64]]
@@ -33,7 +33,7 @@ Variant = tuple[str, Callable[[], AbstractContextManager]]
 class IndexSpec:
     """One index configuration, identical for every library that builds it."""
 
-    kind: str  # "IVFPQ", "PQ" or "Flat" (exact search)
+    kind: str  # "IVFPQ", "PQ", "PQfs" (4-bit fast scan) or "Flat" (exact search)
     d: int
     metric: str  # "l2" or "ip"
     M: int | None = None
@@ -120,6 +120,8 @@ class FaissAPI(Library):
             return self._flat(spec.d, spec.metric)
         if spec.kind == "PQ":
             index = m.IndexPQ(spec.d, spec.M, spec.nbits, metric)
+        elif spec.kind == "PQfs":
+            index = m.IndexPQFastScan(spec.d, spec.M, 4, metric)
         else:
             index = m.IndexIVFPQ(
                 self._flat(spec.d, spec.metric),
@@ -139,7 +141,7 @@ class FaissAPI(Library):
     def index_bytes(self, index: Any, spec: IndexSpec) -> int:
         if spec.kind == "Flat":
             return index.ntotal * spec.d * 4
-        if spec.kind == "PQ":
+        if spec.kind in ("PQ", "PQfs"):
             return index.ntotal * index.code_size
         held = getattr(index.invlists, "nbytes", None)  # pqfast reports it
         return int(held) if held is not None else index.ntotal * (index.code_size + 8)

@@ -34,7 +34,12 @@ def _curve(r: Record) -> str:
 
 
 LIBRARY_COLORS = {"pqfast": "tab:blue", "faiss": "tab:orange", "nanopq": "tab:green"}
-INDEX_MARKERS = {"IVFPQ": ("o", "-"), "PQ": ("s", "--"), "Flat": ("*", ":")}
+INDEX_MARKERS = {
+    "IVFPQ": ("o", "-"),
+    "PQ": ("s", "--"),
+    "PQfs": ("D", "-."),
+    "Flat": ("*", ":"),
+}
 
 
 def _style(r: Record) -> dict[str, str | None]:
