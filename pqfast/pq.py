@@ -9,7 +9,7 @@ from pqfast._kernels import _pq
 from pqfast._metrics import METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._storage import RowBuffer
-from pqfast._threads import serial_blas
+from pqfast._threads import omp_get_max_threads, serial_blas
 from pqfast._validation import (
     NotTrainedError,
     check_is_trained_assignment,
@@ -133,14 +133,12 @@ class ProductQuantizer:
 
     def _encode(self, x: NDArray[np.float32]) -> NDArray[np.uint8]:
         idx = np.empty((x.shape[0], self.M), np.uint16)
+        # rows per GEMM block: bounded scratch, and several blocks per thread
+        per_thread = -(-x.shape[0] // (4 * omp_get_max_threads()))
+        chunk = max(1, min(self._encode_chunk, max(256, per_thread)))
         with serial_blas():
             _pq.assign_codes(
-                x,
-                self._centroids,
-                self._ynorm,
-                self._encode_chunk,
-                scratch(self._encode_chunk * self.ksub),
-                idx,
+                x, self._centroids, self._ynorm, chunk, scratch(chunk * self.ksub), idx
             )
         codes = np.empty((x.shape[0], self.code_size), np.uint8)
         _pq.pack_codes(idx, self.nbits, codes)

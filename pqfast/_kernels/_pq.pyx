@@ -2,6 +2,7 @@
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.float cimport FLT_MAX
 from libc.string cimport memcpy, memset
 
 from pqfast._kernels._arrays cimport F32, I64, U8, U16, checked, dim, expect
@@ -10,8 +11,6 @@ from pqfast._kernels._common cimport (
     heap_init,
     heap_sort,
     pqfast_dot_table,
-    pqfast_l2_from_dots,
-    pqfast_min,
     scan_codes,
     sqnorm,
     team_size,
@@ -42,9 +41,9 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
     expect(dim(idx, 0) == n and dim(idx, 1) == M and 1 <= ksub <= 65536, "idx shape")
     expect(chunk >= 1 and wcols >= chunk * ksub, "work")
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
-    cdef Py_ssize_t c, i0, nr, i, m, j, s, best
+    cdef Py_ssize_t c, i0, nr, i, m, j, s, best, ncand
     cdef int nt = <int>dim(work, 0)
-    cdef float mn, tol, ymax
+    cdef float mn, tol, ymax, xn
     cdef double e, diff, ebest
     cdef float* row
     cdef const float* xs
@@ -64,12 +63,26 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
                      <int>dsub, <int>ksub, <int>dsub, row)
             for i in range(nr):
                 xs = xp + (i0 + i) * d + m * dsub
-                pqfast_l2_from_dots(row, yn, sqnorm(xs, dsub), ksub)
-                mn = pqfast_min(row, ksub)
+                xn = sqnorm(xs, dsub)
+                # approximate distances less ||x||^2 (same argmin), and their minimum
+                mn = FLT_MAX
+                for j in range(ksub):
+                    row[j] = yn[j] - (row[j] + row[j])
+                    mn = min(mn, row[j])
                 # rounding bound of the GEMM form, with a safety factor of 4
-                tol = 4.8e-7 * (dsub + 4) * (sqnorm(xs, dsub) + ymax)
+                tol = 4.8e-7 * (dsub + 4) * (xn + ymax)
                 best = -1
                 ebest = 0
+                ncand = 0
+                for j in range(ksub):
+                    if row[j] <= mn + tol:
+                        ncand = ncand + 1
+                        best = j
+                if ncand == 1:  # the usual case: the minimum is clear
+                    ip[(i0 + i) * M + m] = <uint16_t>best
+                    row = row + ksub
+                    continue
+                best = -1
                 for j in range(ksub):
                     if row[j] <= mn + tol:
                         y = cp + (m * ksub + j) * dsub
