@@ -6,7 +6,7 @@
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._threads import omp_get_max_threads, omp_set_num_threads
 from pqfast._validation import IdNotFoundError, NotTrainedError
-from pqfast.fastscan import IndexPQFastScan
+from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.ivf import IndexIVFPQ
@@ -24,6 +24,7 @@ __all__ = [
     "IndexFlatIP",
     "IndexFlatL2",
     "IndexIVFPQ",
+    "IndexIVFPQFastScan",
     "IndexPQ",
     "IndexPQFastScan",
     "IdNotFoundError",

@@ -38,6 +38,7 @@ class ArrayInvertedLists:
         self._sizes = np.zeros(nlist, np.int64)
         self._code_ptrs = np.zeros(nlist, np.uint64)
         self._id_ptrs = np.zeros(nlist, np.uint64)
+        self.versions = np.zeros(nlist, np.int64)  # bumped on every change of a list
         for i in range(nlist):
             self._sync(i)
 
@@ -46,6 +47,7 @@ class ArrayInvertedLists:
         size = min(self._codes[i].size, self._ids[i].size)
         self._codes[i].size = self._ids[i].size = size
         self._sizes[i] = size
+        self.versions[i] += 1
         self._code_ptrs[i] = self._codes[i].address
         self._id_ptrs[i] = self._ids[i].address
 

@@ -146,6 +146,11 @@ class IndexIVFPQ:
             "the quantizer must hold nlist centroids and pq.centroids must be set",
         )
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the stored vectors: codes and ids."""
+        return self.invlists.nbytes
+
     def get_list_size(self, list_no: int) -> int:
         """Number of vectors in inverted list `list_no`."""
         return self.invlists.list_size(list_no)
@@ -346,25 +351,26 @@ class IndexIVFPQ:
         precomp = self._precomputed_table()
         nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
         D, I = result_arrays(x.shape[0] * nseg, k)
-        pq, inv = self.pq, self.invlists
-        _ivf.ivfpq_search(
-            x,
-            probes,
-            base,
-            pq._cbt,
-            pq._ynorm,
-            precomp,
-            self._coarse_centroids(),
-            *inv.kernel_arrays(),
-            self.code_size,
-            pq.nbits,
-            self.metric_type == METRIC_L2,
-            nseg,
-            scratch(2 * pq.M * pq.ksub),
-            D,
-            I,
-        )
+        self._scan_lists(x, probes, base, precomp, nseg, D, I)
         return finish(D, I, nseg, self.metric_type)
+
+    def _scan_lists(
+        self,
+        x: NDArray[np.float32],
+        probes: NDArray[np.int64],
+        base: NDArray[np.float32],
+        precomp: NDArray[np.float32],
+        nseg: int,
+        D: NDArray[np.float32],
+        I: NDArray[np.int64],
+    ) -> None:
+        """Run the list-scanning kernel (subclasses swap in their own)."""
+        pq = self.pq
+        _ivf.ivfpq_search(
+            x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
+            *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
+            self.metric_type == METRIC_L2, nseg, scratch(2 * pq.M * pq.ksub), D, I,
+        )  # fmt: skip
 
     # ------------------------------------------------------- removing, ids
     def remove_ids(self, ids: ArrayLike) -> int:

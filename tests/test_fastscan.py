@@ -110,3 +110,78 @@ def test_errors():
         index.search(np.zeros((1, 32)), 1)
     with pytest.raises(ValueError, match="too few training points"):
         index.train(np.zeros((10, 32)))
+
+
+@pytest.fixture(scope="module", params=[pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def ivf_pair(request, real_split):
+    """An IVF fast-scan index and an IndexIVFPQ sharing its trained state."""
+    xb, _ = real_split
+    d, nlist, metric = xb.shape[1], 32, request.param
+    flat = pqfast.IndexFlatL2 if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP
+    fs = pqfast.IndexIVFPQFastScan(flat(d), d, nlist, 48, 4, metric)
+    fs.train(xb)
+    ref = pqfast.IndexIVFPQ(flat(d), d, nlist, 48, 4, metric)
+    ref.quantizer.add(fs.quantizer.reconstruct_n(0, nlist))
+    ref.pq.centroids = fs.pq.centroids
+    for index in (fs, ref):
+        index.add(xb[:3000])
+        index.add(xb[3000:])
+    return fs, ref
+
+
+def test_ivf_fast_scan_equals_ivfpq(ivf_pair, real_split):
+    fs, ref = ivf_pair
+    _, xq = real_split
+    for nprobe in (1, 8):
+        fs.nprobe = ref.nprobe = nprobe
+        D1, I1 = fs.search(xq, 10)
+        D2, I2 = ref.search(xq, 10)
+        assert recall_at(I1, I2, 10) > 0.99  # the 8-bit tables only filter
+        same = I1 == I2
+        np.testing.assert_allclose(D1[same], D2[same], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(fs.reconstruct(7), ref.reconstruct(7), rtol=1e-6)
+
+
+def test_ivf_fast_scan_sees_removals_and_adds(ivf_pair, real_split):
+    fs, _ = ivf_pair
+    xb, xq = real_split
+    fs.nprobe = fs.nlist
+    _, I = fs.search(xq[:20], 5)
+    gone = np.unique(I[I >= 0])
+    assert fs.remove_ids(gone) == len(gone)
+    _, I2 = fs.search(xq[:20], 5)
+    assert not set(I2.ravel()) & set(gone)
+    fs.add_with_ids(xb[gone], gone)  # back, same ids
+    np.testing.assert_array_equal(np.sort(fs.search(xq[:20], 5)[1], 1), np.sort(I, 1))
+
+
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="serial build")
+def test_ivf_fast_scan_identical_at_1_and_2_threads(ivf_pair, real_split):
+    fs, _ = ivf_pair
+    _, xq = real_split
+    fs.nprobe = 8
+    results = []
+    for n in (1, 2):
+        pqfast.omp_set_num_threads(n)
+        results.append([*fs.search(xq, 10), *fs.search(xq[:1], 10)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ivf_fast_scan_recall_like_faiss(real_split):
+    faiss = pytest.importorskip("faiss")
+    xb, xq = real_split
+    d = xb.shape[1]
+    gt = pqfast.IndexFlatL2(d)
+    gt.add(xb)
+    _, I_true = gt.search(xq, 10)
+    recalls = {}
+    for lib in (pqfast, faiss):
+        index = lib.IndexIVFPQFastScan(lib.IndexFlatL2(d), d, 64, 48, 4)
+        index.train(xb)
+        index.add(xb)
+        index.nprobe = 8
+        recalls[lib.__name__] = recall_at(index.search(xq, 10)[1], I_true, 10)
+    assert recalls["pqfast"] >= recalls["faiss"] - 0.02, recalls
+    with pytest.raises(ValueError, match="nbits=4"):
+        pqfast.IndexIVFPQFastScan(pqfast.IndexFlatL2(d), d, 64, 48, 8)

@@ -1,22 +1,25 @@
 """4-bit PQ fast scan: block packing and the exhaustive search kernel.
 
-Per query the float lookup table is quantized to 8 bits (an offset per
-sub-quantizer, one shared scale), blocks of 32 codes are scored with byte
-shuffles (fastscan.h), and the k best by quantized distance are re-scored
-with the float table, so the returned distances are exact ADC distances.
+Per query (and, for IVF, per probed list) the float lookup table is
+quantized to 8 bits (an offset per sub-quantizer, one shared scale); blocks of
+32 codes are scored with byte shuffles (fastscan.h); a code whose quantized
+distance, allowing for the rounding, can still enter the heap is scored
+exactly with the float table.  So the returned distances are exact ADC
+distances, and the quantization filters but never decides.
 """
 
 from cython.parallel cimport prange, threadid
 from libc.math cimport floor
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
-from pqfast._kernels._arrays cimport F32, I64, U8, U16, checked, dim, expect
+from pqfast._kernels._arrays cimport F32, I64, U8, U16, U64, checked, dim, expect
 from pqfast._kernels._common cimport (
     heap_init,
     heap_sift_down,
     heap_sort,
     pair_less,
+    pqfast_add,
     pqfast_dot_table,
     sqnorm,
     team_size,
@@ -85,12 +88,101 @@ def block_sums(blocks, lut, bint simd, uint16_t thr, out, masks):
         mp[b] = fn(bp + b * M * 16, M, lp, thr, op + b * 32)
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__)
+    #define pqfast_ctz(x) ((Py_ssize_t)__builtin_ctz(x))
+    #else
+    static Py_ssize_t pqfast_ctz(unsigned int x) { Py_ssize_t n = 0; while (!(x & 1u)) { x >>= 1; n++; } return n; }
+    #endif
+    """
+    Py_ssize_t count_trailing_zeros "pqfast_ctz"(uint32_t x) nogil
+
+
+cdef inline float quantize_table(const float* table, Py_ssize_t M, uint8_t* lut,
+                                 float* bias) noexcept nogil:
+    """8-bit table: each sub-quantizer's minimum subtracted, one shared scale.
+
+    Writes lut and the sum of the minima (*bias); returns the scale (0 when
+    the table is constant).
+    """
+    cdef Py_ssize_t m, j
+    cdef float lo, hi = 0, scale
+    bias[0] = 0
+    for m in range(M):
+        lo = table[m * 16]
+        for j in range(16):
+            lo = min(lo, table[m * 16 + j])
+        bias[0] = bias[0] + lo
+        for j in range(16):
+            hi = max(hi, table[m * 16 + j] - lo)
+    scale = 255 / hi if hi > 0 else 0
+    for m in range(M):
+        lo = table[m * 16]
+        for j in range(16):
+            lo = min(lo, table[m * 16 + j])
+        for j in range(16):
+            lut[m * 16 + j] = <uint8_t>floor((table[m * 16 + j] - lo) * scale + 0.5)
+    return scale
+
+
+cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept nogil:
+    """The quantized sum at or below which a code may be closer than `room`
+    (heap threshold less base and bias).
+
+    Each of the M rounded entries is off by at most half a step, so the bound
+    adds M/2 steps (and one for float rounding): a code the float table would
+    keep is never filtered out.
+    """
+    cdef double q
+    if scale <= 0:
+        return 65535
+    q = <double>room * scale + M // 2 + 1
+    if q >= 65535:
+        return 65535
+    if q < 0:
+        return 0
+    return <uint16_t>q
+
+
+cdef inline void scan_blocks(pqfast_fs_block_fn fn, const uint8_t* blocks,
+                             Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t n, Py_ssize_t M,
+                             const float* table, const uint8_t* lut, float base,
+                             float bias, float scale, const int64_t* ids, uint16_t* sums,
+                             float* hd, int64_t* hi, Py_ssize_t k) noexcept nogil:
+    """Offer codes of blocks [b0, b1) (n codes in all) to the heap.
+
+    Blocks are filtered by quantized distance; each code that passes is scored
+    exactly with the float table, so the heap holds exact ADC distances.  Code
+    i's id is ids[i], or i when ids is NULL.
+    """
+    cdef Py_ssize_t b, j, i, m
+    cdef uint32_t mask
+    cdef float dist
+    cdef int64_t idx
+    for b in range(b0, b1):
+        mask = fn(blocks + b * M * 16, M, lut, qthreshold(hd[0] - base - bias, scale, M),
+                  sums)
+        while mask:
+            j = count_trailing_zeros(mask)
+            mask = mask & (mask - 1)
+            i = b * 32 + j
+            if i >= n:
+                break
+            dist = base
+            for m in range(M):
+                dist = dist + table[m * 16 + block_code(blocks, M, i, m)]
+            idx = ids[i] if ids != NULL else i
+            if pair_less(dist, idx, hd[0], hi[0]):
+                heap_sift_down(hd, hi, k, 0, dist, idx)
+
+
 def pq4_search(x,          # IN  (nq, d) float32 queries
                cbt,        # IN  (M, dsub, 16) float32 transposed codebook
                ynorm,      # IN  (M, 16) float32 ||y_mj||^2
                blocks,     # IN  (nblocks, M * 16) uint8 packed codes
                Py_ssize_t ntotal, bint l2, Py_ssize_t nseg, bint simd,
-               work,       # SCRATCH (n_threads, >= M * 16 * 2) float32
+               work,       # SCRATCH (n_threads, >= 3 * M * 16 + 16) float32
                D,          # OUT (nq * nseg, k) float32
                I):         # OUT (nq * nseg, k) int64
     """Exhaustive 4-bit fast-scan search; rows sorted when nseg == 1."""
@@ -106,25 +198,19 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t wcols = dim(work, 1), n_items = nq * nseg
     expect(dim(cbt, 2) == 16 and M * dsub == d and dim(ynorm, 0) == M
            and dim(ynorm, 1) == 16, "codebook")
-    expect(dim(blocks, 1) == M * 16 and 0 <= ntotal <= 32 * nblocks
-           and nblocks == (ntotal + 31) // 32, "blocks")
+    expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= 2 * M * 16 + 16, "shapes")
+           and dim(I, 1) == k and k >= 1 and wcols >= 3 * M * 16 + 16, "shapes")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
     cdef int nt = <int>dim(work, 0)
-    cdef Py_ssize_t w, q, s, b, j, m, idx
-    cdef float base, lo, hi, scale, inv, bias, dist
-    cdef uint32_t mask
+    cdef Py_ssize_t w, q, s
+    cdef float base, scale, bias
     cdef float* table
-    cdef uint8_t* lut
-    cdef uint16_t* sums
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
         table = wp + threadid() * wcols
-        lut = <uint8_t*>(table + M * 16)
-        sums = <uint16_t*>(table + M * 16 + M * 4)
         heap_init(Dp + w * k, Ip + w * k, k)
         base = 0
         if l2:
@@ -133,92 +219,98 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         else:
             memset(table, 0, M * 16 * sizeof(float))
         pqfast_dot_table(xp + q * d, cbtp, M, dsub, 16, -2.0 if l2 else -1.0, table)
-        # 8-bit table: subtract each sub-quantizer's minimum, one shared scale
-        bias = base
-        hi = 0
-        for m in range(M):
-            lo = table[m * 16]
-            for j in range(16):
-                lo = min(lo, table[m * 16 + j])
-            bias = bias + lo
-            for j in range(16):
-                hi = max(hi, table[m * 16 + j] - lo)
-        scale = 255 / hi if hi > 0 else 0
-        inv = hi / 255
-        for m in range(M):
-            lo = table[m * 16]
-            for j in range(16):
-                lo = min(lo, table[m * 16 + j])
-            for j in range(16):
-                lut[m * 16 + j] = <uint8_t>floor((table[m * 16 + j] - lo) * scale + 0.5)
-        # scan this segment's blocks by quantized distance; the mask marks the
-        # codes whose quantized distance can still enter the heap
-        for b in range(nblocks * s // nseg, nblocks * (s + 1) // nseg):
-            mask = fn(bp + b * M * 16, M, lut, qthreshold(Dp[w * k], bias, scale), sums)
-            while mask:
-                j = count_trailing_zeros(mask)
-                mask = mask & (mask - 1)
-                idx = b * 32 + j
-                if idx >= ntotal:
-                    break
-                dist = bias + sums[j] * inv
-                if pair_less(dist, idx, Dp[w * k], Ip[w * k]):
-                    heap_sift_down(Dp + w * k, Ip + w * k, k, 0, dist, idx)
-        # re-score the kept codes with the float table
-        for j in range(k):
-            idx = Ip[w * k + j]
-            if idx >= 0:
-                dist = base
-                for m in range(M):
-                    dist = dist + table[m * 16 + block_code(bp, M, idx, m)]
-                Dp[w * k + j] = dist
-        # the float distances reorder the heap: rebuild it, then sort
-        for j in range(1, k):
-            heap_up(Dp + w * k, Ip + w * k, j)
+        bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
+        scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
+        scan_blocks(fn, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
+                    table, <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
+                    <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__)
-    #define pqfast_ctz(x) ((Py_ssize_t)__builtin_ctz(x))
-    #else
-    static Py_ssize_t pqfast_ctz(unsigned int x) { Py_ssize_t n = 0; while (!(x & 1u)) { x >>= 1; n++; } return n; }
-    #endif
-    """
-    Py_ssize_t count_trailing_zeros "pqfast_ctz"(uint32_t x) nogil
+def ivfpq4_search(x,          # IN  (nq, d) float32 queries
+                  probes,     # IN  (nq, nprobe) int64 list numbers, -1 = none
+                  coarse,     # IN  (nq, nprobe) float32 ||x - c||^2 or -<x, c>
+                  cbt,        # IN  (M, dsub, 16) float32 transposed codebook
+                  ynorm,      # IN  (M, 16) float32 ||y_mj||^2
+                  precomp,    # IN  (nlist, M, 16) float32 list terms, or (0, M, 16)
+                  centroids,  # IN  (nlist, d) float32 coarse centroids
+                  block_ptrs,  # IN  (nlist,) uint64 address of each list's blocks
+                  id_ptrs,    # IN  (nlist,) uint64 address of each list's ids
+                  sizes,      # IN  (nlist,) int64 entries per list
+                  bint l2, Py_ssize_t nseg, bint simd,
+                  work,       # SCRATCH (n_threads, >= 3 * M * 16 + 16) float32
+                  D,          # OUT (nq * nseg, k) float32
+                  I):         # OUT (nq * nseg, k) int64
+    """IVF 4-bit fast scan: per probed list, the list's float table (as in
+    _ivf.ivfpq_search) is quantized and the list's blocks are scanned."""
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
+    cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
+    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
+    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    cdef const float* prep = <const float*>checked(precomp, F32, 3, False, "precomp")
+    cdef const float* centp = <const float*>checked(centroids, F32, 2, False, "centroids")
+    cdef const uint64_t* bptr = <const uint64_t*>checked(block_ptrs, U64, 1, False,
+                                                          "block_ptrs")
+    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
+    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), mk = M * 16
+    cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
+    cdef Py_ssize_t wcols = dim(work, 1)
+    cdef bint have_precomp = dim(precomp, 0) > 0
+    expect(dim(cbt, 2) == 16 and M * dsub == d and dim(ynorm, 0) == M
+           and dim(ynorm, 1) == 16, "codebook")
+    expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
+           "probes and coarse")
+    expect(not have_precomp or (dim(precomp, 0) == nlist and dim(precomp, 1) == M
+                                and dim(precomp, 2) == 16), "precomputed table")
+    expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
+    expect(dim(block_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
+           and dim(I, 1) == k and k >= 1 and wcols >= 3 * mk + 16, "shapes")
+    cdef Py_ssize_t w, q, s, p, l
+    for w in range(nq * nprobe):
+        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
+    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
+    cdef int nt = <int>dim(work, 0)
+    cdef float scale, bias
+    cdef float* qtab
+    cdef float* ltab
+    cdef const float* tab
+    for w in prange(n_items, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n_items, 1, nt)):
+        q = w // nseg
+        s = w % nseg
+        qtab = wp + threadid() * wcols
+        ltab = qtab + mk
+        heap_init(Dp + w * k, Ip + w * k, k)
+        memset(qtab, 0, mk * sizeof(float))
+        pqfast_dot_table(xp + q * d, cbtp, M, dsub, 16, -2.0 if l2 else -1.0, qtab)
+        for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
+            l = pp[q * nprobe + p]
+            if l < 0 or szp[l] == 0:
+                continue
+            tab = qtab
+            if l2:
+                pqfast_add(qtab, prep + l * mk if have_precomp else ynp, mk, ltab)
+                if not have_precomp:
+                    pqfast_dot_table(centp + l * d, cbtp, M, dsub, 16, 2.0, ltab)
+                tab = ltab
+            bias = 0  # private to the thread: see pq4_search
+            scale = quantize_table(tab, M, <uint8_t*>(qtab + 2 * mk), &bias)
+            scan_blocks(fn, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
+                        szp[l], M, tab, <uint8_t*>(qtab + 2 * mk), cp[q * nprobe + p],
+                        bias, scale, <const int64_t*><uintptr_t>iptr[l],
+                        <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k)
+        if nseg == 1:
+            heap_sort(Dp + w * k, Ip + w * k, k)
 
 
-cdef inline uint16_t qthreshold(float thr, float bias, float scale) noexcept nogil:
-    """The quantized sum at or below which a code may beat distance `thr`.
-
-    The heap holds bias + sum / scale for quantized sums, so this is the same
-    test in integers, one step generous for float rounding; the float check
-    after it decides.
-    """
-    cdef double q
-    if scale <= 0:
-        return 65535
-    q = (<double>thr - bias) * scale + 1
-    if q >= 65535:
-        return 65535
-    if q < 0:
-        return 0
-    return <uint16_t>q
 
 
-cdef inline void heap_up(float* hd, int64_t* hi, Py_ssize_t i) noexcept nogil:
-    """Restore the max-heap property for entries 0..i after entry i changed."""
-    cdef Py_ssize_t parent
-    cdef float d = hd[i]
-    cdef int64_t idx = hi[i]
-    while i > 0:
-        parent = (i - 1) // 2
-        if not pair_less(hd[parent], hi[parent], d, idx):
-            break
-        hd[i] = hd[parent]
-        hi[i] = hi[parent]
-        i = parent
-    hd[i] = d
-    hi[i] = idx
+
