@@ -104,7 +104,7 @@ def index_specs(
             if M > d or d % M:
                 dropped.append(f"M={M}: d={d} is not a multiple")
                 continue
-            for nbits in (4,) if kind == "PQfs" else settings.nbits:
+            for nbits in (4,) if kind.endswith("fs") else settings.nbits:
                 if n_train < 2**nbits:
                     dropped.append(f"nbits={nbits}: only {n_train} training vectors")
                     continue

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from benchmarks.groundtruth import smallest_k
 
-INDEX_KINDS = ("IVFPQ", "PQ", "PQfs", "Flat")  # PQfs: 4-bit fast scan
+INDEX_KINDS = ("IVFPQ", "IVFPQfs", "PQ", "PQfs", "Flat")  # fs: 4-bit fast scan
 LIBRARY_NAMES = ("pqfast", "faiss", "nanopq")
 
 SearchResult = tuple[NDArray[np.float32], NDArray[np.int64]]
@@ -33,7 +33,7 @@ Variant = tuple[str, Callable[[], AbstractContextManager]]
 class IndexSpec:
     """One index configuration, identical for every library that builds it."""
 
-    kind: str  # "IVFPQ", "PQ", "PQfs" (4-bit fast scan) or "Flat" (exact search)
+    kind: str  # "IVFPQ", "PQ", their 4-bit fast-scan "IVFPQfs"/"PQfs", or "Flat"
     d: int
     metric: str  # "l2" or "ip"
     M: int | None = None
@@ -123,7 +123,8 @@ class FaissAPI(Library):
         elif spec.kind == "PQfs":
             index = m.IndexPQFastScan(spec.d, spec.M, 4, metric)
         else:
-            index = m.IndexIVFPQ(
+            ivf = m.IndexIVFPQFastScan if spec.kind == "IVFPQfs" else m.IndexIVFPQ
+            index = ivf(
                 self._flat(spec.d, spec.metric),
                 spec.d,
                 spec.nlist,
@@ -132,7 +133,7 @@ class FaissAPI(Library):
                 metric,
             )
         for part in (index, getattr(index, "pq", None)):
-            if hasattr(part, "cp"):  # faiss: ClusteringParameters
+            if hasattr(part, "cp"):  # ClusteringParameters (faiss and pqfast)
                 part.cp.seed = spec.seed
             elif hasattr(part, "seed"):  # pqfast
                 part.seed = spec.seed
@@ -143,7 +144,7 @@ class FaissAPI(Library):
             return index.ntotal * spec.d * 4
         if spec.kind in ("PQ", "PQfs"):
             return index.ntotal * index.code_size
-        held = getattr(index.invlists, "nbytes", None)  # pqfast reports it
+        held = getattr(index, "nbytes", None)  # pqfast reports it
         return int(held) if held is not None else index.ntotal * (index.code_size + 8)
 
     def serialized_bytes(self, index: Any) -> int | None:

@@ -36,6 +36,7 @@ def _curve(r: Record) -> str:
 LIBRARY_COLORS = {"pqfast": "tab:blue", "faiss": "tab:orange", "nanopq": "tab:green"}
 INDEX_MARKERS = {
     "IVFPQ": ("o", "-"),
+    "IVFPQfs": ("^", "-"),
     "PQ": ("s", "--"),
     "PQfs": ("D", "-."),
     "Flat": ("*", ":"),
