@@ -9,7 +9,6 @@ distances, and the quantization filters but never decides.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport floor
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
@@ -30,6 +29,7 @@ cdef extern from "fastscan.h" nogil:
     ctypedef uint32_t (*pqfast_fs_block_fn)(const uint8_t*, Py_ssize_t, const uint8_t*,
                                             uint16_t, uint16_t*) noexcept nogil
     pqfast_fs_block_fn pqfast_fs_block_impl(int allow_simd)
+    float pqfast_quantize16(const float* table, Py_ssize_t M, uint8_t* lut, float* bias)
 
 
 def pack_blocks(codes,    # IN  (n, M) uint8 sub-codes < 16
@@ -106,24 +106,7 @@ cdef inline float quantize_table(const float* table, Py_ssize_t M, uint8_t* lut,
     Writes lut and the sum of the minima (*bias); returns the scale (0 when
     the table is constant).
     """
-    cdef Py_ssize_t m, j
-    cdef float lo, hi = 0, scale
-    bias[0] = 0
-    for m in range(M):
-        lo = table[m * 16]
-        for j in range(16):
-            lo = min(lo, table[m * 16 + j])
-        bias[0] = bias[0] + lo
-        for j in range(16):
-            hi = max(hi, table[m * 16 + j] - lo)
-    scale = 255 / hi if hi > 0 else 0
-    for m in range(M):
-        lo = table[m * 16]
-        for j in range(16):
-            lo = min(lo, table[m * 16 + j])
-        for j in range(16):
-            lut[m * 16 + j] = <uint8_t>floor((table[m * 16 + j] - lo) * scale + 0.5)
-    return scale
+    return pqfast_quantize16(table, M, lut, bias)
 
 
 cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept nogil:

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "simd.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define PQFAST_HAVE_X86 1
@@ -139,6 +141,39 @@ pqfast_fs_block_avx512(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
     return mask;
 }
 #endif
+
+/* 8-bit table from a float table of M rows of 16: each row's minimum is
+ * subtracted, one scale is shared, values are rounded.  Returns the scale
+ * (0 when the table is constant); *bias receives the sum of the minima. */
+PQFAST_MULTIVERSION
+static float pqfast_quantize16(const float *table, ptrdiff_t M, uint8_t *lut, float *bias)
+{
+    float hi = 0, b = 0;
+    for (ptrdiff_t m = 0; m < M; m++) {
+        const float *t = table + m * 16;
+        float lo = t[0], top = t[0];
+        for (int j = 1; j < 16; j++) {
+            lo = t[j] < lo ? t[j] : lo;
+            top = t[j] > top ? t[j] : top;
+        }
+        b += lo;
+        hi = top - lo > hi ? top - lo : hi;
+    }
+    const float scale = hi > 0 ? 255.0f / hi : 0.0f;
+    for (ptrdiff_t m = 0; m < M; m++) {
+        const float *t = table + m * 16;
+        float lo = t[0];
+        for (int j = 1; j < 16; j++)
+            lo = t[j] < lo ? t[j] : lo;
+#pragma omp simd
+        for (int j = 0; j < 16; j++) {
+            float v = (t[j] - lo) * scale + 0.5f; /* >= 0.5: truncation rounds */
+            lut[m * 16 + j] = (uint8_t)(v < 255.0f ? (int)v : 255);
+        }
+    }
+    *bias = b;
+    return scale;
+}
 
 /* The best version for this CPU, chosen once. */
 typedef uint32_t (*pqfast_fs_block_fn)(const uint8_t *, ptrdiff_t, const uint8_t *,
