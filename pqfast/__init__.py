@@ -6,6 +6,7 @@
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._threads import omp_get_max_threads, omp_set_num_threads
 from pqfast._validation import IdNotFoundError, NotTrainedError
+from pqfast.factory import index_factory
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
 from pqfast.invlists import ArrayInvertedLists
@@ -31,6 +32,7 @@ __all__ = [
     "Kmeans",
     "NotTrainedError",
     "ProductQuantizer",
+    "index_factory",
     "knn",
     "normalize_L2",
     "omp_get_max_threads",

@@ -1,0 +1,75 @@
+"""index_factory: build an index from a faiss-style description string."""
+
+from __future__ import annotations
+
+import re
+
+from pqfast._metrics import METRIC_L2
+from pqfast._validation import check_metric, check_positive_int
+from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
+from pqfast.flat import IndexFlat
+from pqfast.ivf import IndexIVFPQ
+from pqfast.pq import IndexPQ
+
+_IVF = re.compile(r"IVF(\d+)")
+_PQ = re.compile(r"PQ(\d+)(?:x(\d+))?(fs)?")
+
+
+def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
+    """Build an untrained index from a faiss factory string.
+
+    Supported: ``"Flat"``, ``"PQ16"``, ``"PQ16x4"``, ``"PQ16x4fs"``,
+    ``"IVF1024,PQ16"``, ``"IVF1024,PQ16x4"`` and ``"IVF1024,PQ16x4fs"`` (any
+    numbers; ``PQ<M>`` means 8 bits).  The IVF coarse quantizer is a flat index
+    of the same metric.  Other strings raise a ValueError saying what is
+    missing.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    description : str
+        The factory string.
+    metric : int, default METRIC_L2
+        METRIC_L2 or METRIC_INNER_PRODUCT.
+    """
+    d = check_positive_int(d, "d")
+    metric = check_metric(metric)
+    if not isinstance(description, str):
+        raise TypeError(
+            f"description must be a string, got {type(description).__name__}."
+        )
+    parts = [p.strip() for p in description.split(",")]
+    nlist = None
+    if len(parts) == 2 and (m := _IVF.fullmatch(parts[0])):
+        nlist = int(m.group(1))
+        parts = parts[1:]
+    elif parts[0].startswith(("IVF", "OPQ", "PCA", "HNSW", "IDMap")) or len(parts) != 1:
+        raise ValueError(
+            f"index_factory: {description!r} is not supported (yet); pqfast builds "
+            "'Flat', 'PQ<M>[x<nbits>][fs]' and 'IVF<nlist>,PQ<M>[x<nbits>][fs]'."
+        )
+    body = parts[0]
+    if body == "Flat" and nlist is None:
+        return IndexFlat(d, metric)
+    m = _PQ.fullmatch(body)
+    if m is None:
+        raise ValueError(
+            f"index_factory: cannot read {body!r} in {description!r}"
+            + (
+                "; IVF<nlist>,Flat (IndexIVFFlat) is not supported yet."
+                if body == "Flat"
+                else "; expected PQ<M>, PQ<M>x<nbits> or PQ<M>x4fs."
+            )
+        )
+    M, nbits, fast = int(m.group(1)), int(m.group(2) or 8), m.group(3) is not None
+    if fast and nbits != 4:
+        raise ValueError(f"index_factory: fast scan ('fs') needs 4 bits, got {body!r}.")
+    if nlist is None:
+        return (
+            IndexPQFastScan(d, M, 4, metric) if fast else IndexPQ(d, M, nbits, metric)
+        )
+    quantizer = IndexFlat(d, metric)
+    if fast:
+        return IndexIVFPQFastScan(quantizer, d, nlist, M, 4, metric)
+    return IndexIVFPQ(quantizer, d, nlist, M, nbits, metric)
