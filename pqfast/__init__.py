@@ -10,6 +10,15 @@ from pqfast.factory import index_factory
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
 from pqfast.invlists import ArrayInvertedLists
+from pqfast.io import (
+    IO_FLAG_MMAP,
+    IO_FLAG_READ_ONLY,
+    CorruptIndexError,
+    deserialize_index,
+    read_index,
+    serialize_index,
+    write_index,
+)
 from pqfast.ivf import IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters, Kmeans
 from pqfast.pq import IndexPQ, ProductQuantizer
@@ -17,6 +26,13 @@ from pqfast.pq import IndexPQ, ProductQuantizer
 __version__ = "0.1.0"
 
 __all__ = [
+    "IO_FLAG_MMAP",
+    "IO_FLAG_READ_ONLY",
+    "CorruptIndexError",
+    "deserialize_index",
+    "read_index",
+    "serialize_index",
+    "write_index",
     "METRIC_INNER_PRODUCT",
     "METRIC_L2",
     "ArrayInvertedLists",

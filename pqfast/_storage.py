@@ -53,6 +53,16 @@ class RowBuffer:
         self._data[:n] = rows
         self.size = n
 
+    def wrap(self, rows: NDArray) -> None:
+        """Hold `rows` as the contents without copying (e.g. a memory map).
+
+        The first append that needs room copies them into a new array.
+        """
+        if rows.ndim != len(self._shape(0)) or rows.shape[1:] != self._shape(0)[1:]:
+            raise ValueError(f"rows of shape {rows.shape} do not fit this buffer")
+        self._data = rows
+        self.size = rows.shape[0]
+
     def clear(self) -> None:
         """Drop every row and release the memory."""
         self._data = np.empty(self._shape(0), dtype=self.dtype)

@@ -1,0 +1,117 @@
+"""write_index / read_index (plain and memory-mapped), serialize, pickle, corruption."""
+
+import io
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+import pqfast
+
+
+@pytest.fixture(scope="module")
+def indexes(embeddings):
+    x = embeddings[:3000]
+    flat = pqfast.IndexFlatL2(384)
+    flat.add(x)
+    pq = pqfast.IndexPQ(384, 16, 8, pqfast.METRIC_INNER_PRODUCT)
+    pq.train(x)
+    pq.add(x)
+    fs = pqfast.IndexPQFastScan(384, 16)
+    fs.train(x)
+    fs.add(x[:1001])  # a partial last block
+    ivf = pqfast.IndexIVFPQ(pqfast.IndexFlatL2(384), 384, 16, 16, 8)
+    ivf.train(x)
+    ivf.add_with_ids(x, np.arange(3000) * 3 + 1)
+    ivf.remove_ids(np.arange(100) * 3 + 1)
+    ivf.nprobe = 4
+    ivfs = pqfast.IndexIVFPQFastScan(pqfast.IndexFlatIP(384), 384, 16, 16, 4, 0)
+    ivfs.train(x)
+    ivfs.add(x)
+    ivfs.nprobe = 4
+    return [flat, pq, fs, ivf, ivfs], embeddings[5000:5020]
+
+
+def same_results(a, b, xq):
+    for u, v in zip(a.search(xq, 5), b.search(xq, 5)):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("flags", [0, pqfast.IO_FLAG_MMAP])
+def test_round_trip_files(indexes, tmp_path, flags):
+    all_indexes, xq = indexes
+    for i, index in enumerate(all_indexes):
+        path = tmp_path / f"index{i}.pqf"
+        pqfast.write_index(index, str(path))
+        loaded = pqfast.read_index(str(path), flags)
+        assert type(loaded) is type(index) and loaded.ntotal == index.ntotal
+        same_results(index, loaded, xq)
+        if hasattr(index, "nprobe"):
+            assert loaded.nprobe == index.nprobe
+
+
+def test_round_trip_file_objects_serialize_and_pickle(indexes):
+    all_indexes, xq = indexes
+    for index in all_indexes:
+        buf = io.BytesIO()
+        pqfast.write_index(index, buf)
+        buf.seek(0)
+        same_results(index, pqfast.read_index(buf), xq)
+        data = pqfast.serialize_index(index)
+        assert data.dtype == np.uint8
+        same_results(index, pqfast.deserialize_index(data), xq)
+        same_results(index, pickle.loads(pickle.dumps(index)), xq)
+
+
+def test_mmapped_index_can_change_without_touching_the_file(indexes, tmp_path):
+    all_indexes, xq = indexes
+    ivf = all_indexes[3]
+    path = tmp_path / "ivf.pqf"
+    pqfast.write_index(ivf, str(path))
+    before = path.read_bytes()
+    mapped = pqfast.read_index(str(path), pqfast.IO_FLAG_MMAP)
+    assert mapped.remove_ids(np.arange(100, 200) * 3 + 1) == 100
+    mapped.add(xq)
+    assert mapped.ntotal == ivf.ntotal - 100 + len(xq)
+    assert path.read_bytes() == before
+    same_results(ivf, pqfast.read_index(str(path)), xq)
+
+
+def corruptions(data: bytes) -> dict:
+    hlen = struct.unpack("<I", data[12:16])[0]
+    flip = bytearray(data)
+    flip[-100] ^= 0xFF  # inside the last array
+    header = bytearray(data)
+    header[20] ^= 0x01  # inside the JSON header
+    return {
+        "empty": b"",
+        "magic": b"NOTANIDX" + data[8:],
+        "version": data[:8] + struct.pack("<I", 99) + data[12:],
+        "truncated header": data[: 16 + hlen // 2],
+        "truncated data": data[: len(data) - 1000],
+        "header checksum": bytes(header),
+        "data checksum": bytes(flip),
+    }
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["empty", "magic", "version", "truncated header", "truncated data",
+     "header checksum", "data checksum"],
+)  # fmt: skip
+def test_corrupt_files_rejected(indexes, tmp_path, what):
+    ivf = indexes[0][3]
+    data = corruptions(pqfast.serialize_index(ivf).tobytes())[what]
+    path = tmp_path / "bad.pqf"
+    path.write_bytes(data)
+    for flags in (0, pqfast.IO_FLAG_MMAP):
+        with pytest.raises(pqfast.CorruptIndexError, match="not a valid pqfast index"):
+            pqfast.read_index(str(path), flags)
+    with pytest.raises(ValueError):
+        pqfast.deserialize_index(np.frombuffer(data, np.uint8))
+
+
+def test_unsupported_index_type(tmp_path):
+    with pytest.raises(TypeError, match="does not support"):
+        pqfast.write_index(object(), str(tmp_path / "x"))
