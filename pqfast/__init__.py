@@ -9,6 +9,7 @@ from pqfast._validation import IdNotFoundError, NotTrainedError
 from pqfast.factory import index_factory
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
+from pqfast.interop import from_faiss, to_faiss
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.io import (
     IO_FLAG_MMAP,
@@ -30,6 +31,8 @@ __all__ = [
     "IO_FLAG_READ_ONLY",
     "CorruptIndexError",
     "deserialize_index",
+    "from_faiss",
+    "to_faiss",
     "read_index",
     "serialize_index",
     "write_index",
