@@ -22,6 +22,7 @@ from pqfast.io import (
 )
 from pqfast.ivf import IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters, Kmeans
+from pqfast.nanopq_api import OPQ, PQ, DistanceTable
 from pqfast.pq import IndexPQ, ProductQuantizer
 
 __version__ = "0.1.0"
@@ -40,6 +41,9 @@ __all__ = [
     "METRIC_L2",
     "ArrayInvertedLists",
     "ClusteringParameters",
+    "DistanceTable",
+    "OPQ",
+    "PQ",
     "IndexFlat",
     "IndexFlatIP",
     "IndexFlatL2",
