@@ -246,13 +246,13 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         x: NDArray[np.float32],
         probes: NDArray[np.int64],
         base: NDArray[np.float32],
-        precomp: NDArray[np.float32],
         nseg: int,
         D: NDArray[np.float32],
         I: NDArray[np.int64],
     ) -> None:
         self._refresh_blocks()
         pq = self.pq
+        precomp = self._precomputed_table()
         _, id_ptrs, sizes = self.invlists.kernel_arrays()
         _fastscan.ivfpq4_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),

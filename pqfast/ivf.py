@@ -1,4 +1,4 @@
-"""IndexIVFPQ: coarse k-means partition + product-quantized residuals."""
+"""Inverted-file indexes: IndexIVF (shared machinery), IndexIVFPQ, IndexIVFFlat."""
 
 from __future__ import annotations
 
@@ -29,7 +29,335 @@ _ADD_CHUNK = 1 << 16
 _EMPTY_TABLE = np.zeros((0, 0, 0), np.float32)  # "no precomputed table"
 
 
-class IndexIVFPQ:
+class IndexIVF:
+    """Shared inverted-file machinery: coarse quantizer, lists, ids, search.
+
+    Subclasses say how vectors become codes (``_encode``/``_decode``), what
+    besides the coarse quantizer is trained (``_train_encoder``), and which
+    kernel scans the probed lists (``_scan_lists``).
+    """
+
+    def __init__(
+        self,
+        quantizer: object,
+        d: int,
+        nlist: int,
+        code_size: int,
+        metric: int = METRIC_L2,
+        seed: int = 1234,
+    ) -> None:
+        self._d = check_positive_int(d, "d")
+        self.nlist = check_positive_int(nlist, "nlist")
+        self.metric_type = check_metric(metric)
+        for attr in ("d", "ntotal", "search", "add", "reconstruct_n"):
+            if not hasattr(quantizer, attr):
+                raise TypeError(
+                    f"quantizer must be a flat index such as IndexFlatL2(d); "
+                    f"{type(quantizer).__name__} has no '{attr}'."
+                )
+        if quantizer.d != self._d:
+            raise ValueError(
+                f"quantizer has d={quantizer.d}, the index has d={self._d}."
+            )
+        self.quantizer = quantizer
+        # faiss's coarse k-means settings: 10 iterations; spherical for IP
+        self.cp = ClusteringParameters(
+            niter=10, seed=int(seed), spherical=self.metric_type == METRIC_INNER_PRODUCT
+        )
+        self._code_size = code_size
+        self.invlists = ArrayInvertedLists(self.nlist, code_size)
+        self._nprobe = 1
+        self._next_id = 0
+        # Derived state, each cached with the state it was computed from.
+        self._centroids: tuple[object, NDArray[np.float32]] | None = None
+        self._direct_map: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+
+    # Subclass hooks --------------------------------------------------------
+    def _encoder_trained(self) -> bool:
+        return True
+
+    def _min_train_points(self) -> int:
+        return 0
+
+    def _train_encoder(
+        self,
+        x: NDArray[np.float32],
+        cents: NDArray[np.float32],
+        assign: NDArray[np.int64],
+    ) -> object:
+        """Train what encodes vectors, given their coarse assignment; return it."""
+        return None
+
+    def _set_encoder(self, state: object) -> None:
+        """Install what _train_encoder returned."""
+
+    def _encode(
+        self,
+        x: NDArray[np.float32],
+        cents: NDArray[np.float32],
+        assign: NDArray[np.int64],
+    ) -> NDArray[np.uint8]:
+        raise NotImplementedError
+
+    def _decode(self, codes: NDArray[np.uint8], list_no: int) -> NDArray[np.float32]:
+        raise NotImplementedError
+
+    def _scan_lists(self, x, probes, base, nseg, D, I) -> None:  # noqa: ANN001
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ attributes
+    d = property(lambda self: self._d, doc="Vector dimension.")
+    code_size = property(lambda self: self._code_size, doc="Bytes per code.")
+
+    @property
+    def nprobe(self) -> int:
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = check_positive_int(value, "nprobe")
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.invlists.sizes.sum())
+
+    @property
+    def is_trained(self) -> bool:
+        return self._encoder_trained() and self.quantizer.ntotal == self.nlist
+
+    @is_trained.setter
+    def is_trained(self, value: bool) -> None:
+        check_is_trained_assignment(
+            value,
+            self.is_trained,
+            "the quantizer must hold nlist centroids and the codebooks must be set",
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the stored vectors: codes and ids."""
+        return self.invlists.nbytes
+
+    def get_list_size(self, list_no: int) -> int:
+        """Number of vectors in inverted list `list_no`."""
+        return self.invlists.list_size(list_no)
+
+    def _check_trained(self, what: str) -> None:
+        if not self.is_trained:
+            raise NotTrainedError(f"{type(self).__name__}.{what} called before train.")
+
+    def _quantizer_state(self) -> object:
+        """Token that changes when the quantizer's centroids may have changed.
+
+        pqfast's flat index counts its modifications; for another quantizer
+        (e.g. one of faiss's) only its size is seen, so replace such a
+        quantizer's contents through ``train`` rather than by hand.
+        """
+        q = self.quantizer
+        return (id(q), q.ntotal, getattr(q, "_version", None))
+
+    def _coarse_centroids(self) -> NDArray[np.float32]:
+        state = self._quantizer_state()
+        if self._centroids is None or self._centroids[0] != state:
+            cents = self.quantizer.reconstruct_n(0, self.quantizer.ntotal)
+            self._centroids = (state, np.ascontiguousarray(cents, dtype=np.float32))
+        return self._centroids[1]
+
+    # -------------------------------------------------------------- training
+    def train(self, x: ArrayLike) -> None:
+        """Train the coarse quantizer (unless it holds nlist centroids) and the PQ.
+
+        The PQ is trained on residuals of `x` with respect to their nearest
+        coarse centroid.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d), n >= max(nlist, 2**nbits)
+        """
+        x = check_vectors(x, self.d)
+        if self.ntotal > 0:
+            raise ValueError("the index holds vectors; call reset() before train.")
+        train_coarse = self.quantizer.ntotal != self.nlist
+        if train_coarse and self.quantizer.ntotal != 0:
+            raise ValueError(
+                f"the quantizer holds {self.quantizer.ntotal} centroids; "
+                f"expected 0 (to train) or nlist={self.nlist}."
+            )
+        need = max(self.nlist if train_coarse else 0, self._min_train_points())
+        if x.shape[0] < need:
+            raise ValueError(
+                f"too few training points: got {x.shape[0]}, need at least {need} "
+                f"(nlist={self.nlist} coarse centroids, {self._min_train_points()} "
+                "for the encoder)."
+            )
+        with serial_blas():  # once for the whole training (see train_centroids)
+            self._train(x, train_coarse)
+
+    def _train(self, x: NDArray[np.float32], train_coarse: bool) -> None:
+        if train_coarse:
+            cents, _ = train_centroids(x, self.nlist, **self.cp.kwargs())
+        else:
+            cents = self._coarse_centroids()
+        state = self._train_encoder(x, cents, self._assign(x, cents))
+        # nothing is changed before both trainings have succeeded
+        if train_coarse:
+            self.quantizer.add(cents)
+        self._set_encoder(state)
+
+    def _quantizer_search(
+        self, x: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Coarse search of validated x: pqfast's flat index skips re-validation."""
+        if isinstance(self.quantizer, IndexFlat):
+            return self.quantizer._search(x, k)
+        return self.quantizer.search(x, k)
+
+    def _assign(
+        self, x: NDArray[np.float32], cents: NDArray[np.float32] | None = None
+    ) -> NDArray[np.int64]:
+        """Nearest coarse centroid of each row (by the quantizer's metric)."""
+        if cents is None:
+            _, I = self._quantizer_search(x, 1)
+        else:
+            metric = getattr(self.quantizer, "metric_type", METRIC_L2)
+            _, I = _knn(x, cents, 1, metric)
+        list_nos = np.ascontiguousarray(I[:, 0], dtype=np.int64)
+        self._check_list_nos(list_nos)
+        return list_nos
+
+    # ---------------------------------------------------------------- adding
+    def add(self, x: ArrayLike) -> None:
+        """Add vectors with sequential ids that never collide with stored ones."""
+        self._check_trained("add")
+        x = check_vectors(x, self.d)
+        self.add_with_ids(x, np.arange(self._next_id, self._next_id + x.shape[0]))
+
+    def add_with_ids(self, x: ArrayLike, ids: ArrayLike) -> None:
+        """Add vectors with the given non-negative int64 ids.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+        ids : array-like of shape (n,), integer
+        """
+        self._check_trained("add_with_ids")
+        x = check_vectors(x, self.d)
+        ids = check_ids(ids, x.shape[0])
+        cents = self._coarse_centroids()
+        list_nos = np.empty(x.shape[0], np.int64)
+        codes = np.empty((x.shape[0], self.code_size), np.uint8)
+        for i0 in range(0, x.shape[0], _ADD_CHUNK):
+            xc = x[i0 : i0 + _ADD_CHUNK]
+            assign = self._assign(xc)
+            list_nos[i0 : i0 + _ADD_CHUNK] = assign
+            codes[i0 : i0 + _ADD_CHUNK] = self._encode(xc, cents, assign)
+        self.invlists.add_entries(list_nos, codes, ids)
+        if ids.size:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._direct_map = None
+
+    def _check_list_nos(self, list_nos: NDArray[np.int64]) -> None:
+        if list_nos.size and (list_nos.min() < 0 or list_nos.max() >= self.nlist):
+            raise ValueError(
+                f"the quantizer assigned list numbers outside [0, {self.nlist}) "
+                "(-1: it found no centroid, e.g. for values that overflow float32)."
+            )
+
+    # ------------------------------------------------------------- searching
+    def _coarse_terms(
+        self, x: NDArray[np.float32], nprobe: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Probed lists per query and the coarse distance term for each."""
+        Dq, Iq = self._quantizer_search(x, nprobe)
+        Iq = np.ascontiguousarray(Iq, dtype=np.int64)  # the kernel checks the values
+        qmetric = getattr(self.quantizer, "metric_type", METRIC_L2)
+        if qmetric == self.metric_type:
+            base = Dq if self.metric_type == METRIC_L2 else -Dq
+        else:
+            c = self._coarse_centroids()[np.maximum(Iq, 0)]  # (nq, nprobe, d)
+            if self.metric_type == METRIC_L2:
+                base = ((x[:, None, :] - c) ** 2).sum(-1)
+            else:
+                base = -np.einsum("qd,qpd->qp", x, c)
+        return np.ascontiguousarray(base, dtype=np.float32), Iq
+
+    def search(
+        self, x: ArrayLike, k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Return the approximate k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        k : int
+            Number of neighbours, ``k >= 1``.
+
+        Returns
+        -------
+        D : ndarray of shape (n, k), float32
+            Approximate squared L2 distances ascending (inner products
+            descending); +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
+        I : ndarray of shape (n, k), int64
+            Ids, -1 where fewer than k vectors were found in the probed lists.
+        """
+        self._check_trained("search")
+        x = check_vectors(x, self.d)
+        k = check_positive_int(k, "k")
+        nprobe = min(self.nprobe, self.nlist)
+        base, probes = self._coarse_terms(x, nprobe)
+        nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
+        D, I = result_arrays(x.shape[0] * nseg, k)
+        self._scan_lists(x, probes, base, nseg, D, I)
+        return finish(D, I, nseg, self.metric_type)
+
+    # ------------------------------------------------------- removing, ids
+    def remove_ids(self, ids: ArrayLike) -> int:
+        """Remove the vectors with these ids; return how many were removed."""
+        arr = np.asarray(ids)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"ids must be integers, got dtype {arr.dtype}.")
+        removed = self.invlists.remove_ids(arr.astype(np.int64).ravel())
+        if removed:
+            self._direct_map = None
+        return removed
+
+    def reset(self) -> None:
+        """Remove every vector (training is kept)."""
+        self.invlists.reset()
+        self._next_id = 0
+        self._direct_map = None
+
+    def make_direct_map(self, new_maintain: bool = True) -> None:
+        """Build the id -> (list, offset) map now (it is otherwise built on demand)."""
+        inv = self.invlists
+        ids = np.concatenate([inv.get_ids(i) for i in range(self.nlist)] or [[]])
+        lists = np.repeat(np.arange(self.nlist, dtype=np.int64), inv.sizes)
+        offsets = np.arange(ids.size, dtype=np.int64) - np.repeat(
+            np.cumsum(inv.sizes) - inv.sizes, inv.sizes
+        )
+        order = np.argsort(ids, kind="stable")
+        self._direct_map = (
+            ids[order].astype(np.int64),
+            np.stack([lists, offsets], 1)[order],
+        )
+
+    def reconstruct(self, key: int) -> NDArray[np.float32]:
+        """Decoded vector with id `key` (centroid + decoded residual), shape (d,)."""
+        self._check_trained("reconstruct")
+        if self._direct_map is None:
+            self.make_direct_map()
+        sorted_ids, where = self._direct_map
+        key = check_key(key)
+        pos = np.searchsorted(sorted_ids, key)
+        if pos >= sorted_ids.size or sorted_ids[pos] != key:
+            raise IdNotFoundError(f"id {key} is not in the index.")
+        list_no, offset = where[pos]
+        code = self.invlists.get_codes(list_no)[offset : offset + 1]
+        return self._decode(code, list_no)[0]
+
+
+class IndexIVFPQ(IndexIVF):
     """Inverted-file index with product-quantized residuals (faiss's ``IndexIVFPQ``).
 
     Each vector is assigned to its nearest of `nlist` coarse centroids and
@@ -79,36 +407,10 @@ class IndexIVFPQ:
     ) -> None:
         self.pq = ProductQuantizer(d, M, nbits)
         self.pq.cp.seed = int(seed)
-        self.nlist = check_positive_int(nlist, "nlist")
-        self.metric_type = check_metric(metric)
-        for attr in ("d", "ntotal", "search", "add", "reconstruct_n"):
-            if not hasattr(quantizer, attr):
-                raise TypeError(
-                    f"quantizer must be a flat index such as IndexFlatL2(d); "
-                    f"{type(quantizer).__name__} has no '{attr}'."
-                )
-        if quantizer.d != self.pq.d:
-            raise ValueError(
-                f"quantizer has d={quantizer.d}, the index has d={self.d}."
-            )
-        self.quantizer = quantizer
-        # faiss's coarse k-means settings: 10 iterations; spherical for IP
-        self.cp = ClusteringParameters(
-            niter=10, seed=int(seed), spherical=self.metric_type == METRIC_INNER_PRODUCT
-        )
-        self.invlists = ArrayInvertedLists(self.nlist, self.pq.code_size)
+        super().__init__(quantizer, d, nlist, self.pq.code_size, metric, seed)
         self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
         self.precomputed_table_max_bytes = 1 << 31
-        self._nprobe = 1
-        self._next_id = 0
-        # Derived state, each cached with the state it was computed from.
-        self._centroids: tuple[object, NDArray[np.float32]] | None = None
         self._precomputed: tuple[object, NDArray[np.float32]] | None = None
-        self._direct_map: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
-
-    # ------------------------------------------------------------ attributes
-    d = property(lambda self: self.pq.d, doc="Vector dimension.")
-    code_size = property(lambda self: self.pq.code_size, doc="Bytes per code.")
 
     @property
     def by_residual(self) -> bool:
@@ -122,163 +424,38 @@ class IndexIVFPQ:
                 "by_residual=False is not supported by pqfast's IndexIVFPQ."
             )
 
-    @property
-    def nprobe(self) -> int:
-        return self._nprobe
+    def _encoder_trained(self) -> bool:
+        return self.pq.is_trained
 
-    @nprobe.setter
-    def nprobe(self, value: int) -> None:
-        self._nprobe = check_positive_int(value, "nprobe")
+    def _min_train_points(self) -> int:
+        return self.pq.ksub
 
-    @property
-    def ntotal(self) -> int:
-        return int(self.invlists.sizes.sum())
-
-    @property
-    def is_trained(self) -> bool:
-        return self.pq.is_trained and self.quantizer.ntotal == self.nlist
-
-    @is_trained.setter
-    def is_trained(self, value: bool) -> None:
-        check_is_trained_assignment(
-            value,
-            self.is_trained,
-            "the quantizer must hold nlist centroids and pq.centroids must be set",
-        )
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held for the stored vectors: codes and ids."""
-        return self.invlists.nbytes
-
-    def get_list_size(self, list_no: int) -> int:
-        """Number of vectors in inverted list `list_no`."""
-        return self.invlists.list_size(list_no)
-
-    def _check_trained(self, what: str) -> None:
-        if not self.is_trained:
-            raise NotTrainedError(f"IndexIVFPQ.{what} called before train.")
-
-    def _quantizer_state(self) -> object:
-        """Token that changes when the quantizer's centroids may have changed.
-
-        pqfast's flat index counts its modifications; for another quantizer
-        (e.g. one of faiss's) only its size is seen, so replace such a
-        quantizer's contents through ``train`` rather than by hand.
-        """
-        q = self.quantizer
-        return (id(q), q.ntotal, getattr(q, "_version", None))
-
-    def _coarse_centroids(self) -> NDArray[np.float32]:
-        state = self._quantizer_state()
-        if self._centroids is None or self._centroids[0] != state:
-            cents = self.quantizer.reconstruct_n(0, self.quantizer.ntotal)
-            self._centroids = (state, np.ascontiguousarray(cents, dtype=np.float32))
-        return self._centroids[1]
-
-    # -------------------------------------------------------------- training
-    def train(self, x: ArrayLike) -> None:
-        """Train the coarse quantizer (unless it holds nlist centroids) and the PQ.
-
-        The PQ is trained on residuals of `x` with respect to their nearest
-        coarse centroid.
-
-        Parameters
-        ----------
-        x : array-like of shape (n, d), n >= max(nlist, 2**nbits)
-        """
-        x = check_vectors(x, self.d)
-        if self.ntotal > 0:
-            raise ValueError("the index holds vectors; call reset() before train.")
-        train_coarse = self.quantizer.ntotal != self.nlist
-        if train_coarse and self.quantizer.ntotal != 0:
-            raise ValueError(
-                f"the quantizer holds {self.quantizer.ntotal} centroids; "
-                f"expected 0 (to train) or nlist={self.nlist}."
-            )
-        need = max(self.nlist if train_coarse else 0, self.pq.ksub)
-        if x.shape[0] < need:
-            raise ValueError(
-                f"too few training points: got {x.shape[0]}, need at least {need} "
-                f"(nlist={self.nlist} coarse centroids, 2**nbits={self.pq.ksub} "
-                "PQ centroids)."
-            )
-        with serial_blas():  # once for the whole training (see train_centroids)
-            self._train(x, train_coarse)
-
-    def _train(self, x: NDArray[np.float32], train_coarse: bool) -> None:
-        if train_coarse:
-            cents, _ = train_centroids(x, self.nlist, **self.cp.kwargs())
-        else:
-            cents = self._coarse_centroids()
-        residuals = x - cents[self._assign(x, cents)]
+    def _train_encoder(
+        self,
+        x: NDArray[np.float32],
+        cents: NDArray[np.float32],
+        assign: NDArray[np.int64],
+    ) -> None:
+        """Train the PQ on the residuals of x to their coarse centroids."""
         pq = ProductQuantizer(self.d, self.pq.M, self.pq.nbits)
         pq.cp = self.pq.cp
-        pq.train(residuals)
-        if train_coarse:
-            self.quantizer.add(cents)
-        self.pq._set_centroids(pq.centroids)
+        pq.train(x - cents[assign])
+        return pq.centroids
 
-    def _quantizer_search(
-        self, x: NDArray[np.float32], k: int
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Coarse search of validated x: pqfast's flat index skips re-validation."""
-        if isinstance(self.quantizer, IndexFlat):
-            return self.quantizer._search(x, k)
-        return self.quantizer.search(x, k)
+    def _set_encoder(self, state: object) -> None:
+        self.pq._set_centroids(state)
 
-    def _assign(
-        self, x: NDArray[np.float32], cents: NDArray[np.float32] | None = None
-    ) -> NDArray[np.int64]:
-        """Nearest coarse centroid of each row (by the quantizer's metric)."""
-        if cents is None:
-            _, I = self._quantizer_search(x, 1)
-        else:
-            metric = getattr(self.quantizer, "metric_type", METRIC_L2)
-            _, I = _knn(x, cents, 1, metric)
-        list_nos = np.ascontiguousarray(I[:, 0], dtype=np.int64)
-        self._check_list_nos(list_nos)
-        return list_nos
+    def _encode(
+        self,
+        x: NDArray[np.float32],
+        cents: NDArray[np.float32],
+        assign: NDArray[np.int64],
+    ) -> NDArray[np.uint8]:
+        return self.pq._encode(x - cents[assign])
 
-    # ---------------------------------------------------------------- adding
-    def add(self, x: ArrayLike) -> None:
-        """Add vectors with sequential ids that never collide with stored ones."""
-        self._check_trained("add")
-        x = check_vectors(x, self.d)
-        self.add_with_ids(x, np.arange(self._next_id, self._next_id + x.shape[0]))
+    def _decode(self, codes: NDArray[np.uint8], list_no: int) -> NDArray[np.float32]:
+        return self.pq.decode(codes) + self._coarse_centroids()[list_no]
 
-    def add_with_ids(self, x: ArrayLike, ids: ArrayLike) -> None:
-        """Add vectors with the given non-negative int64 ids.
-
-        Parameters
-        ----------
-        x : array-like of shape (n, d)
-        ids : array-like of shape (n,), integer
-        """
-        self._check_trained("add_with_ids")
-        x = check_vectors(x, self.d)
-        ids = check_ids(ids, x.shape[0])
-        cents = self._coarse_centroids()
-        list_nos = np.empty(x.shape[0], np.int64)
-        codes = np.empty((x.shape[0], self.code_size), np.uint8)
-        for i0 in range(0, x.shape[0], _ADD_CHUNK):
-            xc = x[i0 : i0 + _ADD_CHUNK]
-            assign = self._assign(xc)
-            list_nos[i0 : i0 + _ADD_CHUNK] = assign
-            codes[i0 : i0 + _ADD_CHUNK] = self.pq._encode(xc - cents[assign])
-        self.invlists.add_entries(list_nos, codes, ids)
-        if ids.size:
-            self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._direct_map = None
-
-    def _check_list_nos(self, list_nos: NDArray[np.int64]) -> None:
-        if list_nos.size and (list_nos.min() < 0 or list_nos.max() >= self.nlist):
-            raise ValueError(
-                f"the quantizer assigned list numbers outside [0, {self.nlist}) "
-                "(-1: it found no centroid, e.g. for values that overflow float32)."
-            )
-
-    # ------------------------------------------------------------- searching
     def precompute_table(self) -> None:
         """Build the L2 list-term table now (it is otherwise built on first use)."""
         self._check_trained("precompute_table")
@@ -306,116 +483,23 @@ class IndexIVFPQ:
             self._precomputed = (state, np.ascontiguousarray(table.transpose(1, 0, 2)))
         return self._precomputed[1]
 
-    def _coarse_terms(
-        self, x: NDArray[np.float32], nprobe: int
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Probed lists per query and the coarse distance term for each."""
-        Dq, Iq = self._quantizer_search(x, nprobe)
-        Iq = np.ascontiguousarray(Iq, dtype=np.int64)  # the kernel checks the values
-        qmetric = getattr(self.quantizer, "metric_type", METRIC_L2)
-        if qmetric == self.metric_type:
-            base = Dq if self.metric_type == METRIC_L2 else -Dq
-        else:
-            c = self._coarse_centroids()[np.maximum(Iq, 0)]  # (nq, nprobe, d)
-            if self.metric_type == METRIC_L2:
-                base = ((x[:, None, :] - c) ** 2).sum(-1)
-            else:
-                base = -np.einsum("qd,qpd->qp", x, c)
-        return np.ascontiguousarray(base, dtype=np.float32), Iq
-
-    def search(
-        self, x: ArrayLike, k: int
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Return the approximate k nearest neighbours of each query.
-
-        Parameters
-        ----------
-        x : array-like of shape (n, d)
-            Queries.
-        k : int
-            Number of neighbours, ``k >= 1``.
-
-        Returns
-        -------
-        D : ndarray of shape (n, k), float32
-            Approximate squared L2 distances ascending (inner products
-            descending); +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
-        I : ndarray of shape (n, k), int64
-            Ids, -1 where fewer than k vectors were found in the probed lists.
-        """
-        self._check_trained("search")
-        x = check_vectors(x, self.d)
-        k = check_positive_int(k, "k")
-        nprobe = min(self.nprobe, self.nlist)
-        base, probes = self._coarse_terms(x, nprobe)
-        precomp = self._precomputed_table()
-        nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
-        D, I = result_arrays(x.shape[0] * nseg, k)
-        self._scan_lists(x, probes, base, precomp, nseg, D, I)
-        return finish(D, I, nseg, self.metric_type)
-
     def _scan_lists(
         self,
         x: NDArray[np.float32],
         probes: NDArray[np.int64],
         base: NDArray[np.float32],
-        precomp: NDArray[np.float32],
         nseg: int,
         D: NDArray[np.float32],
         I: NDArray[np.int64],
     ) -> None:
-        """Run the list-scanning kernel (subclasses swap in their own)."""
+        """Scan the probed lists' PQ codes (the _ivf kernel)."""
         pq = self.pq
+        precomp = self._precomputed_table()
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
             self.metric_type == METRIC_L2, nseg, scratch(2 * pq.M * pq.ksub), D, I,
         )  # fmt: skip
-
-    # ------------------------------------------------------- removing, ids
-    def remove_ids(self, ids: ArrayLike) -> int:
-        """Remove the vectors with these ids; return how many were removed."""
-        arr = np.asarray(ids)
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"ids must be integers, got dtype {arr.dtype}.")
-        removed = self.invlists.remove_ids(arr.astype(np.int64).ravel())
-        if removed:
-            self._direct_map = None
-        return removed
-
-    def reset(self) -> None:
-        """Remove every vector (training is kept)."""
-        self.invlists.reset()
-        self._next_id = 0
-        self._direct_map = None
-
-    def make_direct_map(self, new_maintain: bool = True) -> None:
-        """Build the id -> (list, offset) map now (it is otherwise built on demand)."""
-        inv = self.invlists
-        ids = np.concatenate([inv.get_ids(i) for i in range(self.nlist)] or [[]])
-        lists = np.repeat(np.arange(self.nlist, dtype=np.int64), inv.sizes)
-        offsets = np.arange(ids.size, dtype=np.int64) - np.repeat(
-            np.cumsum(inv.sizes) - inv.sizes, inv.sizes
-        )
-        order = np.argsort(ids, kind="stable")
-        self._direct_map = (
-            ids[order].astype(np.int64),
-            np.stack([lists, offsets], 1)[order],
-        )
-
-    def reconstruct(self, key: int) -> NDArray[np.float32]:
-        """Decoded vector with id `key` (centroid + decoded residual), shape (d,)."""
-        self._check_trained("reconstruct")
-        if self._direct_map is None:
-            self.make_direct_map()
-        sorted_ids, where = self._direct_map
-        key = check_key(key)
-        pos = np.searchsorted(sorted_ids, key)
-        if pos >= sorted_ids.size or sorted_ids[pos] != key:
-            raise IdNotFoundError(f"id {key} is not in the index.")
-        list_no, offset = where[pos]
-        code = self.invlists.get_codes(list_no)[offset : offset + 1]
-        return self.pq.decode(code)[0] + self._coarse_centroids()[list_no]
 
     def __repr__(self) -> str:
         pq = self.pq
