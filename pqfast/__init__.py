@@ -20,7 +20,7 @@ from pqfast.io import (
     serialize_index,
     write_index,
 )
-from pqfast.ivf import IndexIVFPQ
+from pqfast.ivf import IndexIVF, IndexIVFFlat, IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters, Kmeans
 from pqfast.nanopq_api import OPQ, PQ, DistanceTable
 from pqfast.pq import IndexPQ, ProductQuantizer
@@ -47,6 +47,8 @@ __all__ = [
     "IndexFlat",
     "IndexFlatIP",
     "IndexFlatL2",
+    "IndexIVF",
+    "IndexIVFFlat",
     "IndexIVFPQ",
     "IndexIVFPQFastScan",
     "IndexPQ",

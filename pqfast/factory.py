@@ -8,7 +8,7 @@ from pqfast._metrics import METRIC_L2
 from pqfast._validation import check_metric, check_positive_int
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat
-from pqfast.ivf import IndexIVFPQ
+from pqfast.ivf import IndexIVFFlat, IndexIVFPQ
 from pqfast.pq import IndexPQ
 
 _IVF = re.compile(r"IVF(\d+)")
@@ -19,7 +19,8 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
     """Build an untrained index from a faiss factory string.
 
     Supported: ``"Flat"``, ``"PQ16"``, ``"PQ16x4"``, ``"PQ16x4fs"``,
-    ``"IVF1024,PQ16"``, ``"IVF1024,PQ16x4"`` and ``"IVF1024,PQ16x4fs"`` (any
+    ``"IVF1024,Flat"``, ``"IVF1024,PQ16"``, ``"IVF1024,PQ16x4"`` and
+    ``"IVF1024,PQ16x4fs"`` (any
     numbers; ``PQ<M>`` means 8 bits).  The IVF coarse quantizer is a flat index
     of the same metric.  Other strings raise a ValueError saying what is
     missing.
@@ -47,20 +48,19 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
     elif parts[0].startswith(("IVF", "OPQ", "PCA", "HNSW", "IDMap")) or len(parts) != 1:
         raise ValueError(
             f"index_factory: {description!r} is not supported (yet); pqfast builds "
-            "'Flat', 'PQ<M>[x<nbits>][fs]' and 'IVF<nlist>,PQ<M>[x<nbits>][fs]'."
+            "'Flat', 'PQ<M>[x<nbits>][fs]', 'IVF<nlist>,Flat' and "
+            "'IVF<nlist>,PQ<M>[x<nbits>][fs]'."
         )
     body = parts[0]
-    if body == "Flat" and nlist is None:
-        return IndexFlat(d, metric)
+    if body == "Flat":
+        if nlist is None:
+            return IndexFlat(d, metric)
+        return IndexIVFFlat(IndexFlat(d, metric), d, nlist, metric)
     m = _PQ.fullmatch(body)
     if m is None:
         raise ValueError(
-            f"index_factory: cannot read {body!r} in {description!r}"
-            + (
-                "; IVF<nlist>,Flat (IndexIVFFlat) is not supported yet."
-                if body == "Flat"
-                else "; expected PQ<M>, PQ<M>x<nbits> or PQ<M>x4fs."
-            )
+            f"index_factory: cannot read {body!r} in {description!r}; expected "
+            "Flat, PQ<M>, PQ<M>x<nbits> or PQ<M>x4fs."
         )
     M, nbits, fast = int(m.group(1)), int(m.group(2) or 8), m.group(3) is not None
     if fast and nbits != 4:

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2
-from pqfast.ivf import IndexIVFPQ
+from pqfast.ivf import IndexIVFFlat, IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters
 from pqfast.pq import IndexPQ
 
@@ -76,17 +76,20 @@ def _state(index: object) -> tuple[str, dict, dict]:
         params, arrays = _pq_state(index)
         params["ntotal"] = index.ntotal
         return "IndexPQFastScan", params, {**arrays, "blocks": index._blocks.view()}
-    if type(index) in (IndexIVFPQ, IndexIVFPQFastScan):
+    if type(index) in (IndexIVFPQ, IndexIVFPQFastScan, IndexIVFFlat):
         if not isinstance(index.quantizer, IndexFlat):
             raise TypeError(
                 "write_index saves IVF indexes whose quantizer is pqfast's flat."
             )
-        params, arrays = _pq_state(index)
+        if type(index) is IndexIVFFlat:
+            params, arrays = {"d": index.d, "metric": index.metric_type}, {}
+        else:
+            params, arrays = _pq_state(index)
         inv = index.invlists
         params.update(
             nlist=index.nlist, nprobe=index.nprobe, next_id=index._next_id,
-            cp=asdict(index.cp), use_precomputed_table=index.use_precomputed_table,
-            quantizer_metric=index.quantizer.metric_type,
+            cp=asdict(index.cp), quantizer_metric=index.quantizer.metric_type,
+            use_precomputed_table=getattr(index, "use_precomputed_table", 0),
         )  # fmt: skip
         arrays.update(
             quantizer=index.quantizer._xb.view(),
@@ -119,7 +122,7 @@ def _write(index: object, f: BinaryIO) -> None:
 
 def write_index(index: object, path_or_file: str | os.PathLike | IO[bytes]) -> None:
     """Save an index (IndexFlat*, IndexPQ, IndexPQFastScan, IndexIVFPQ,
-    IndexIVFPQFastScan) to a path or a binary file object."""
+    IndexIVFPQFastScan, IndexIVFFlat) to a path or a binary file object."""
     if hasattr(path_or_file, "write"):
         _write(index, path_or_file)
         return
@@ -214,6 +217,13 @@ def _build(kind: str, params: dict, arrays: dict, where: str) -> object:
             index._xb.wrap(xb)
             index._norms.wrap(np.einsum("ij,ij->i", xb, xb))
             return index
+        if kind == "IndexIVFFlat":
+            quantizer = IndexFlat(params["d"], params["quantizer_metric"])
+            index = IndexIVFFlat(
+                quantizer, params["d"], params["nlist"], params["metric"]
+            )
+            _fill_ivf(index, params, arrays, where)
+            return index
         cp = ClusteringParameters(**params["pq_cp"])
         d, M, nbits, metric = (
             params["d"],
@@ -270,7 +280,8 @@ def _fill_ivf(index: IndexIVFPQ, params: dict, arrays: dict, where: str) -> None
     index.nprobe = params["nprobe"]
     index._next_id = int(params["next_id"])
     index.cp = ClusteringParameters(**params["cp"])
-    index.use_precomputed_table = params["use_precomputed_table"]
+    if hasattr(index, "use_precomputed_table"):
+        index.use_precomputed_table = params["use_precomputed_table"]
 
 
 def read_index(path: str | os.PathLike | IO[bytes], io_flags: int = 0) -> object:
@@ -316,5 +327,5 @@ def _reduce(index: object) -> tuple:
 
 # Pickling goes through the file format: no pickled code objects inside.
 for _cls in (IndexFlat, IndexFlatL2, IndexFlatIP, IndexPQ, IndexPQFastScan, IndexIVFPQ,
-             IndexIVFPQFastScan):  # fmt: skip
+             IndexIVFPQFastScan, IndexIVFFlat):  # fmt: skip
     copyreg.pickle(_cls, _reduce)

@@ -507,3 +507,66 @@ class IndexIVFPQ(IndexIVF):
             f"IndexIVFPQ(d={self.d}, nlist={self.nlist}, M={pq.M}, nbits={pq.nbits}, "
             f"ntotal={self.ntotal})"
         )
+
+
+class IndexIVFFlat(IndexIVF):
+    """Inverted file storing the full float32 vectors (faiss's ``IndexIVFFlat``).
+
+    Exact distances within the probed lists: the usual recall reference next to
+    IndexIVFPQ.
+
+    Parameters
+    ----------
+    quantizer : IndexFlatL2 or IndexFlatIP
+        Coarse quantizer (trained by ``train`` when empty).
+    d : int
+        Vector dimension.
+    nlist : int
+        Number of inverted lists.
+    metric : int, default METRIC_L2
+        METRIC_L2 or METRIC_INNER_PRODUCT.
+    seed : int, default 1234
+        Seeds the coarse k-means.
+    """
+
+    def __init__(
+        self,
+        quantizer: object,
+        d: int,
+        nlist: int,
+        metric: int = METRIC_L2,
+        seed: int = 1234,
+    ) -> None:
+        super().__init__(
+            quantizer, d, nlist, 4 * check_positive_int(d, "d"), metric, seed
+        )
+
+    def _encode(
+        self,
+        x: NDArray[np.float32],
+        cents: NDArray[np.float32],
+        assign: NDArray[np.int64],
+    ) -> NDArray[np.uint8]:
+        return np.ascontiguousarray(x).view(np.uint8)
+
+    def _decode(self, codes: NDArray[np.uint8], list_no: int) -> NDArray[np.float32]:
+        return np.ascontiguousarray(codes).view(np.float32).reshape(-1, self.d)
+
+    def _scan_lists(
+        self,
+        x: NDArray[np.float32],
+        probes: NDArray[np.int64],
+        base: NDArray[np.float32],
+        nseg: int,
+        D: NDArray[np.float32],
+        I: NDArray[np.int64],
+    ) -> None:
+        """Exact distances to the probed lists' vectors (the coarse term is unused)."""
+        code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
+        _ivf.ivfflat_search(
+            x, probes, code_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
+            scratch(256), D, I,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"IndexIVFFlat(d={self.d}, nlist={self.nlist}, ntotal={self.ntotal})"

@@ -15,6 +15,7 @@ IP = pqfast.METRIC_INNER_PRODUCT
         ("PQ16x4", pqfast.IndexPQ, {"M": 16, "nbits": 4}),
         ("PQ16x4fs", pqfast.IndexPQFastScan, {"M": 16, "nbits": 4}),
         ("IVF1024,PQ16", pqfast.IndexIVFPQ, {"M": 16, "nbits": 8, "nlist": 1024}),
+        ("IVF128,Flat", pqfast.IndexIVFFlat, {"nlist": 128}),
         ("IVF64,PQ8x4", pqfast.IndexIVFPQ, {"M": 8, "nbits": 4, "nlist": 64}),
         ("IVF256,PQ32x4fs", pqfast.IndexIVFPQFastScan, {"M": 32, "nlist": 256}),
     ],
@@ -33,7 +34,6 @@ def test_builds_the_named_index(description, cls, attrs, metric):
 @pytest.mark.parametrize(
     "description,match",
     [
-        ("IVF1024,Flat", "IndexIVFFlat"),
         ("OPQ16,IVF1024,PQ16", "not supported"),
         ("IVF1024(IVF32,Flat),PQ16", "not supported"),
         ("PQ16x8fs", "4 bits"),

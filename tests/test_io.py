@@ -115,3 +115,16 @@ def test_corrupt_files_rejected(indexes, tmp_path, what):
 def test_unsupported_index_type(tmp_path):
     with pytest.raises(TypeError, match="does not support"):
         pqfast.write_index(object(), str(tmp_path / "x"))
+
+
+def test_ivfflat_round_trip(embeddings, tmp_path):
+    x = embeddings[:2000]
+    index = pqfast.IndexIVFFlat(pqfast.IndexFlatL2(384), 384, 16)
+    index.train(x)
+    index.add(x)
+    index.nprobe = 3
+    path = tmp_path / "ivfflat.pqf"
+    pqfast.write_index(index, str(path))
+    for flags in (0, pqfast.IO_FLAG_MMAP):
+        same_results(index, pqfast.read_index(str(path), flags), embeddings[5000:5010])
+    same_results(index, pickle.loads(pickle.dumps(index)), embeddings[5000:5010])

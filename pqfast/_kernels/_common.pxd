@@ -21,6 +21,8 @@ cdef extern from "simd.h" nogil:
         const float* x, const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
         Py_ssize_t ksub, float scale, float* out)
     void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
+    void pqfast_l2sq_rows(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
+                          float* out)
     void pqfast_adc8_block(const float* table, const uint8_t* codes, Py_ssize_t n,
                            Py_ssize_t M, float base, float* out)
     void pqfast_l2_from_dots(float* dist, const float* xnorm, float qn, Py_ssize_t n)

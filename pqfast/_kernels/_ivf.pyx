@@ -18,6 +18,12 @@ from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport F32, I64, U64, checked, dim, expect
 from pqfast._kernels._common cimport (
+    heap_sift_down,
+    pair_less,
+    pqfast_dots,
+    pqfast_l2sq_rows,
+    pqfast_min,
+    pqfast_negate,
     heap_init,
     heap_sort,
     pqfast_add,
@@ -106,5 +112,68 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
             scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
                        <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
                        M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k)
+        if nseg == 1:
+            heap_sort(Dp + w * k, Ip + w * k, k)
+
+
+def ivfflat_search(x,          # IN  (nq, d) float32 queries
+                   probes,     # IN  (nq, nprobe) int64 list numbers, -1 = none
+                   code_ptrs,  # IN  (nlist,) uint64 address of each list's vectors
+                   id_ptrs,    # IN  (nlist,) uint64 address of each list's ids
+                   sizes,      # IN  (nlist,) int64 entries per list
+                   bint l2, Py_ssize_t nseg,
+                   work,       # SCRATCH (n_threads, >= 256) float32
+                   D,          # OUT (nq * nseg, k) float32
+                   I):         # OUT (nq * nseg, k) int64
+    """IVFFlat: exact distances to the stored vectors of the probed lists."""
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
+    cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False,
+                                                          "code_ptrs")
+    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
+    cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
+    cdef Py_ssize_t wcols = dim(work, 1)
+    expect(dim(probes, 0) == nq and dim(code_ptrs, 0) == nlist
+           and dim(id_ptrs, 0) == nlist, "list arrays")
+    expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
+           and dim(I, 1) == k and k >= 1 and wcols >= 256, "shapes")
+    cdef Py_ssize_t w, q, s, p, l, b0, nb, j
+    for w in range(nq * nprobe):
+        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
+    cdef int nt = <int>dim(work, 0)
+    cdef const float* vecs
+    cdef const int64_t* ids
+    cdef float* dist
+    for w in prange(n_items, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n_items, 1, nt)):
+        q = w // nseg
+        s = w % nseg
+        dist = wp + threadid() * wcols
+        heap_init(Dp + w * k, Ip + w * k, k)
+        for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
+            l = pp[q * nprobe + p]
+            if l < 0 or szp[l] == 0:
+                continue
+            vecs = <const float*><uintptr_t>cptr[l]
+            ids = <const int64_t*><uintptr_t>iptr[l]
+            b0 = 0
+            while b0 < szp[l]:
+                nb = min(<Py_ssize_t>256, szp[l] - b0)
+                if l2:
+                    pqfast_l2sq_rows(xp + q * d, vecs + b0 * d, nb, d, dist)
+                else:
+                    pqfast_dots(xp + q * d, vecs + b0 * d, nb, d, dist)
+                    pqfast_negate(dist, nb)
+                if pqfast_min(dist, nb) <= Dp[w * k]:
+                    for j in range(nb):
+                        if pair_less(dist[j], ids[b0 + j], Dp[w * k], Ip[w * k]):
+                            heap_sift_down(Dp + w * k, Ip + w * k, k, 0, dist[j],
+                                           ids[b0 + j])
+                b0 = b0 + nb
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)

@@ -55,6 +55,41 @@ static void pqfast_dots(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d
     }
 }
 
+/* out[j] = ||x - y_j||^2 for the n rows of the row-major (n, d) matrix y,
+ * four rows at a time like pqfast_dots. */
+PQFAST_MULTIVERSION
+static void pqfast_l2sq_rows(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d,
+                             float *out)
+{
+    ptrdiff_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *y0 = y + j * d, *y1 = y0 + d, *y2 = y1 + d, *y3 = y2 + d;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (ptrdiff_t i = 0; i < d; i++) {
+            float e0 = x[i] - y0[i], e1 = x[i] - y1[i], e2 = x[i] - y2[i], e3 = x[i] - y3[i];
+            s0 += e0 * e0;
+            s1 += e1 * e1;
+            s2 += e2 * e2;
+            s3 += e3 * e3;
+        }
+        out[j] = s0;
+        out[j + 1] = s1;
+        out[j + 2] = s2;
+        out[j + 3] = s3;
+    }
+    for (; j < n; j++) {
+        const float *yj = y + j * d;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (ptrdiff_t i = 0; i < d; i++) {
+            float e = x[i] - yj[i];
+            s += e * e;
+        }
+        out[j] = s;
+    }
+}
+
 /* out[m, j] += scale * <x[m*dsub : (m+1)*dsub], y_mj>, with the codebook
  * transposed to cbt[m, s, j] (M, dsub, ksub) so the inner loop runs over
  * contiguous centroids. */
