@@ -24,6 +24,7 @@ from pqfast.ivf import IndexIVF, IndexIVFFlat, IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters, Kmeans
 from pqfast.nanopq_api import OPQ, PQ, DistanceTable
 from pqfast.pq import IndexPQ, ProductQuantizer
+from pqfast.transform import IndexPreTransform, OPQMatrix
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,8 @@ __all__ = [
     "IndexIVFPQ",
     "IndexIVFPQFastScan",
     "IndexPQ",
+    "IndexPreTransform",
+    "OPQMatrix",
     "IndexPQFastScan",
     "IdNotFoundError",
     "Kmeans",

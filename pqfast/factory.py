@@ -10,9 +10,11 @@ from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat
 from pqfast.ivf import IndexIVFFlat, IndexIVFPQ
 from pqfast.pq import IndexPQ
+from pqfast.transform import IndexPreTransform, OPQMatrix
 
 _IVF = re.compile(r"IVF(\d+)")
 _PQ = re.compile(r"PQ(\d+)(?:x(\d+))?(fs)?")
+_OPQ = re.compile(r"OPQ(\d+)(?:_(\d+))?")
 
 
 def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
@@ -20,7 +22,8 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
 
     Supported: ``"Flat"``, ``"PQ16"``, ``"PQ16x4"``, ``"PQ16x4fs"``,
     ``"IVF1024,Flat"``, ``"IVF1024,PQ16"``, ``"IVF1024,PQ16x4"`` and
-    ``"IVF1024,PQ16x4fs"`` (any
+    ``"IVF1024,PQ16x4fs"``, each after an optional ``"OPQ16,"`` or
+    ``"OPQ16_64,"`` rotation (an IndexPreTransform) (any
     numbers; ``PQ<M>`` means 8 bits).  The IVF coarse quantizer is a flat index
     of the same metric.  Other strings raise a ValueError saying what is
     missing.
@@ -41,6 +44,10 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
             f"description must be a string, got {type(description).__name__}."
         )
     parts = [p.strip() for p in description.split(",")]
+    if len(parts) > 1 and (m := _OPQ.fullmatch(parts[0])):
+        opq = OPQMatrix(d, int(m.group(1)), int(m.group(2) or d))
+        inner = index_factory(opq.d_out, ",".join(parts[1:]), metric)
+        return IndexPreTransform(opq, inner)
     nlist = None
     if len(parts) == 2 and (m := _IVF.fullmatch(parts[0])):
         nlist = int(m.group(1))
@@ -49,7 +56,7 @@ def index_factory(d: int, description: str, metric: int = METRIC_L2) -> object:
         raise ValueError(
             f"index_factory: {description!r} is not supported (yet); pqfast builds "
             "'Flat', 'PQ<M>[x<nbits>][fs]', 'IVF<nlist>,Flat' and "
-            "'IVF<nlist>,PQ<M>[x<nbits>][fs]'."
+            "'IVF<nlist>,PQ<M>[x<nbits>][fs]', each optionally after 'OPQ<M>[_<d2>],'."
         )
     body = parts[0]
     if body == "Flat":

@@ -34,7 +34,6 @@ def test_builds_the_named_index(description, cls, attrs, metric):
 @pytest.mark.parametrize(
     "description,match",
     [
-        ("OPQ16,IVF1024,PQ16", "not supported"),
         ("IVF1024(IVF32,Flat),PQ16", "not supported"),
         ("PQ16x8fs", "4 bits"),
         ("PQ", "cannot read"),
@@ -45,3 +44,12 @@ def test_builds_the_named_index(description, cls, attrs, metric):
 def test_unsupported_strings_explain(description, match):
     with pytest.raises(ValueError, match=match):
         pqfast.index_factory(64, description)
+
+
+@pytest.mark.parametrize(
+    "description,d_out", [("OPQ16,IVF64,PQ16", 64), ("OPQ8_32,PQ8", 32)]
+)
+def test_opq_strings_build_a_pre_transform(description, d_out):
+    index = pqfast.index_factory(64, description)
+    assert isinstance(index, pqfast.IndexPreTransform)
+    assert index.d == 64 and index.transform.d_out == d_out and index.index.d == d_out
