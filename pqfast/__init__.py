@@ -24,6 +24,14 @@ from pqfast.ivf import IndexIVF, IndexIVFFlat, IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters, Kmeans
 from pqfast.nanopq_api import OPQ, PQ, DistanceTable
 from pqfast.pq import IndexPQ, ProductQuantizer
+from pqfast.selectors import (
+    IDSelector,
+    IDSelectorArray,
+    IDSelectorBatch,
+    IDSelectorRange,
+    SearchParameters,
+    SearchParametersIVF,
+)
 from pqfast.transform import IndexPreTransform, OPQMatrix
 
 __version__ = "0.1.0"
@@ -52,6 +60,12 @@ __all__ = [
     "IndexIVFFlat",
     "IndexIVFPQ",
     "IndexIVFPQFastScan",
+    "IDSelector",
+    "IDSelectorArray",
+    "IDSelectorBatch",
+    "IDSelectorRange",
+    "SearchParameters",
+    "SearchParametersIVF",
     "IndexPQ",
     "IndexPreTransform",
     "OPQMatrix",

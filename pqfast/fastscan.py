@@ -20,6 +20,7 @@ from pqfast._validation import (
 )
 from pqfast.ivf import IndexIVFPQ
 from pqfast.pq import ProductQuantizer
+from pqfast.selectors import SearchParameters, selector_args
 
 _BLOCK = 32  # vectors per packed block
 
@@ -117,7 +118,7 @@ class IndexPQFastScan:
         self._ntotal += x.shape[0]
 
     def search(
-        self, x: ArrayLike, k: int
+        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Return the approximate k nearest neighbours of each query.
 
@@ -127,6 +128,8 @@ class IndexPQFastScan:
             Queries.
         k : int
             Number of neighbours, ``k >= 1``.
+        params : SearchParameters, optional
+            ``sel``: an IDSelector; only ids it accepts are returned.
 
         Returns
         -------
@@ -144,7 +147,7 @@ class IndexPQFastScan:
         pq = self.pq
         _fastscan.pq4_search(
             x, pq._cbt, pq._ynorm, self._blocks.view(), self.ntotal,
-            self.metric_type == METRIC_L2, nseg, True,
+            self.metric_type == METRIC_L2, nseg, True, selector_args(params),
             scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
         return finish(D, I, nseg, self.metric_type)
@@ -249,6 +252,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         nseg: int,
         D: NDArray[np.float32],
         I: NDArray[np.int64],
+        sel: tuple,
     ) -> None:
         self._refresh_blocks()
         pq = self.pq
@@ -257,7 +261,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         _fastscan.ivfpq4_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             self._block_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
-            True, scratch(3 * pq.M * 16 + 16), D, I,
+            True, sel, scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from pqfast._validation import (
     check_range,
     check_vectors,
 )
+from pqfast.selectors import NO_SELECTOR, SearchParameters, selector_args
 
 # A GEMM block of distances (queries x base rows, 512 KiB) stays in L2 cache.
 _QUERY_BLOCK = 128
@@ -59,6 +60,7 @@ def _knn(
     k: int,
     metric: int = METRIC_L2,
     xb_norms: NDArray[np.float32] | None = None,
+    sel: tuple = NO_SELECTOR,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """``knn`` on validated C-contiguous float32 input, by blocked GEMM.
 
@@ -79,7 +81,7 @@ def _knn(
         bb = max(
             1, min(_BASE_BLOCK, nb)
         )  # scratch sized to use: no 1 MiB mmap per query
-        _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, scratch(qb * bb), D, I)
+        _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, sel, scratch(qb * bb), D, I)
     return finish(D, I, nseg, metric)
 
 
@@ -150,7 +152,7 @@ class IndexFlat:
         self._version += 1
 
     def search(
-        self, x: ArrayLike, k: int
+        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Return the exact k nearest neighbours of each query.
 
@@ -169,7 +171,9 @@ class IndexFlat:
         I : ndarray of shape (n, k), int64
             Ids of the neighbours, -1 where fewer than k vectors exist.
         """
-        return self._search(check_vectors(x, self.d), check_positive_int(k, "k"))
+        x, k = check_vectors(x, self.d), check_positive_int(k, "k")
+        return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view(),
+                    selector_args(params))  # fmt: skip
 
     def _search(
         self, x: NDArray[np.float32], k: int

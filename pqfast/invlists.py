@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -109,11 +111,13 @@ class ArrayInvertedLists:
             for i in touched:
                 self._sync(i)
 
-    def remove_ids(self, ids: NDArray[np.int64]) -> int:
-        """Remove every entry whose id is in `ids`; return how many were removed."""
+    def remove_ids(
+        self, member: Callable[[NDArray[np.int64]], NDArray[np.bool_]]
+    ) -> int:
+        """Remove every entry whose id `member` marks; return how many were removed."""
         removed = 0
         for i in np.flatnonzero(self._sizes):
-            drop = np.isin(self._ids[i].view(), ids)
+            drop = member(self._ids[i].view())
             if drop.any():
                 kept_codes = self._codes[i].view()[~drop]  # allocate before writing
                 kept_ids = self._ids[i].view()[~drop]

@@ -23,6 +23,13 @@ from pqfast.flat import IndexFlat, _knn
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.kmeans import ClusteringParameters, train_centroids
 from pqfast.pq import ProductQuantizer
+from pqfast.selectors import (
+    IDSelector,
+    SearchParameters,
+    ids_to_remove,
+    params_nprobe,
+    selector_args,
+)
 
 # Rows encoded at a time by add: bounds the float32 residual buffer.
 _ADD_CHUNK = 1 << 16
@@ -102,7 +109,7 @@ class IndexIVF:
     def _decode(self, codes: NDArray[np.uint8], list_no: int) -> NDArray[np.float32]:
         raise NotImplementedError
 
-    def _scan_lists(self, x, probes, base, nseg, D, I) -> None:  # noqa: ANN001
+    def _scan_lists(self, x, probes, base, nseg, D, I, sel) -> None:  # noqa: ANN001
         raise NotImplementedError
 
     # ------------------------------------------------------------ attributes
@@ -282,7 +289,7 @@ class IndexIVF:
         return np.ascontiguousarray(base, dtype=np.float32), Iq
 
     def search(
-        self, x: ArrayLike, k: int
+        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Return the approximate k nearest neighbours of each query.
 
@@ -292,6 +299,9 @@ class IndexIVF:
             Queries.
         k : int
             Number of neighbours, ``k >= 1``.
+        params : SearchParameters, optional
+            SearchParametersIVF: ``nprobe`` for this call, and ``sel``, an
+            IDSelector; only ids it accepts are returned.
 
         Returns
         -------
@@ -304,20 +314,21 @@ class IndexIVF:
         self._check_trained("search")
         x = check_vectors(x, self.d)
         k = check_positive_int(k, "k")
-        nprobe = min(self.nprobe, self.nlist)
+        nprobe = min(params_nprobe(params, self.nprobe), self.nlist)
         base, probes = self._coarse_terms(x, nprobe)
         nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
         D, I = result_arrays(x.shape[0] * nseg, k)
-        self._scan_lists(x, probes, base, nseg, D, I)
+        self._scan_lists(x, probes, base, nseg, D, I, selector_args(params))
         return finish(D, I, nseg, self.metric_type)
 
     # ------------------------------------------------------- removing, ids
-    def remove_ids(self, ids: ArrayLike) -> int:
-        """Remove the vectors with these ids; return how many were removed."""
-        arr = np.asarray(ids)
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"ids must be integers, got dtype {arr.dtype}.")
-        removed = self.invlists.remove_ids(arr.astype(np.int64).ravel())
+    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
+        """Remove the vectors with these ids (an array, or an IDSelector, as in
+        faiss); return how many were removed."""
+        arr, selector = ids_to_remove(ids)
+        removed = self.invlists.remove_ids(
+            selector.members if selector else lambda stored: np.isin(stored, arr)
+        )
         if removed:
             self._direct_map = None
         return removed
@@ -491,6 +502,7 @@ class IndexIVFPQ(IndexIVF):
         nseg: int,
         D: NDArray[np.float32],
         I: NDArray[np.int64],
+        sel: tuple,
     ) -> None:
         """Scan the probed lists' PQ codes (the _ivf kernel)."""
         pq = self.pq
@@ -498,7 +510,7 @@ class IndexIVFPQ(IndexIVF):
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
-            self.metric_type == METRIC_L2, nseg, scratch(2 * pq.M * pq.ksub), D, I,
+            self.metric_type == METRIC_L2, nseg, sel, scratch(2 * pq.M * pq.ksub), D, I,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -560,12 +572,13 @@ class IndexIVFFlat(IndexIVF):
         nseg: int,
         D: NDArray[np.float32],
         I: NDArray[np.int64],
+        sel: tuple,
     ) -> None:
         """Exact distances to the probed lists' vectors (the coarse term is unused)."""
         code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
         _ivf.ivfflat_search(
             x, probes, code_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
-            scratch(256), D, I,
+            sel, scratch(256), D, I,
         )  # fmt: skip
 
     def __repr__(self) -> str:

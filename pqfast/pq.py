@@ -21,6 +21,7 @@ from pqfast._validation import (
     check_vectors,
 )
 from pqfast.kmeans import ClusteringParameters, train_centroids
+from pqfast.selectors import SearchParameters, selector_args
 
 # Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
 _ENCODE_FLOATS = 1 << 18
@@ -247,7 +248,7 @@ class IndexPQ:
         return self.pq.decode(codes)
 
     def search(
-        self, x: ArrayLike, k: int
+        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Return the approximate k nearest neighbours of each query.
 
@@ -257,6 +258,8 @@ class IndexPQ:
             Queries.
         k : int
             Number of neighbours, ``k >= 1``.
+        params : SearchParameters, optional
+            ``sel``: an IDSelector; only ids it accepts are returned.
 
         Returns
         -------
@@ -280,6 +283,7 @@ class IndexPQ:
             pq.nbits,
             self.metric_type == METRIC_L2,
             nseg,
+            selector_args(params),
             scratch(pq.M * pq.ksub),
             D,
             I,

@@ -167,12 +167,12 @@ class IndexPreTransform:
         self.index.add_with_ids(self.transform.apply(x), ids)
 
     def search(
-        self, x: ArrayLike, k: int
+        self, x: ArrayLike, k: int, *, params: object = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The wrapped index's search on transformed queries."""
         if not self.is_trained:
             raise NotTrainedError("IndexPreTransform.search called before train.")
-        return self.index.search(self.transform.apply(x), k)
+        return self.index.search(self.transform.apply(x), k, params=params)
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         return self.transform.reverse_transform(self.index.reconstruct(key))[0]

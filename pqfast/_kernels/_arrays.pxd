@@ -6,6 +6,9 @@
 # dtype, rank, contiguity, writability or shape the kernel does not expect.
 
 cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+from pqfast._kernels._common cimport Selector
 
 cnp.import_array()
 
@@ -42,3 +45,17 @@ cdef inline int expect(bint ok, str what) except -1:
     if not ok:
         raise ValueError(f"kernel arguments disagree: {what}")
     return 0
+
+
+cdef inline Selector make_selector(object sel) except *:
+    """Selector struct from (kind, lo, hi, sorted int64 ids) built in Python."""
+    cdef Selector s
+    kind, lo, hi, ids = sel
+    if kind not in (0, 1, 2):
+        raise ValueError(f"kernel argument sel: unknown selector kind {kind}")
+    s.kind = kind
+    s.lo = lo
+    s.hi = hi
+    s.ids = <const int64_t*>checked(ids, I64, 1, False, "selector ids")
+    s.n = dim(ids, 0)
+    return s

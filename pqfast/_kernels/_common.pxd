@@ -61,6 +61,31 @@ cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t grain, int cap) noexcep
     return <int>t if t > 1 else 1
 
 
+cdef struct Selector:
+    int kind               # 0: every id, 1: lo <= id < hi, 2: id in ids[0:n] (sorted)
+    int64_t lo
+    int64_t hi
+    const int64_t* ids
+    Py_ssize_t n
+
+
+cdef inline bint sel_allows(const Selector* s, int64_t idx) noexcept nogil:
+    """Whether the id filter lets `idx` into the results (binary search for sets)."""
+    cdef Py_ssize_t a = 0, b, mid
+    if s.kind == 0:
+        return True
+    if s.kind == 1:
+        return s.lo <= idx < s.hi
+    b = s.n
+    while a < b:
+        mid = (a + b) // 2
+        if s.ids[mid] < idx:
+            a = mid + 1
+        else:
+            b = mid
+    return a < s.n and s.ids[a] == idx
+
+
 cdef inline bint pair_less(float d1, int64_t i1, float d2, int64_t i2) noexcept nogil:
     return d1 < d2 or (d1 == d2 and i1 < i2)
 
@@ -151,10 +176,11 @@ cdef inline void scan_codes(const float* table, const uint8_t* codes,
                             const int64_t* ids, int64_t id0, Py_ssize_t n,
                             Py_ssize_t code_size, Py_ssize_t M, int nbits,
                             Py_ssize_t ksub, float base, float* hd, int64_t* hi,
-                            Py_ssize_t k) noexcept nogil:
+                            Py_ssize_t k, const Selector* sel) noexcept nogil:
     """Push base + ADC distance of n codes into the heap.
 
-    The id of code i is ids[i], or id0 + i when ids is NULL.  Distances are
+    The id of code i is ids[i], or id0 + i when ids is NULL; ids the selector
+    rejects are skipped (tested only for codes that would enter).  Distances are
     computed a block at a time; a block whose minimum cannot enter the heap
     costs no further work.
     """
@@ -174,7 +200,7 @@ cdef inline void scan_codes(const float* table, const uint8_t* codes,
             for j in range(nb):
                 if dist[j] <= hd[0]:
                     idx = ids[b0 + j] if ids != NULL else id0 + b0 + j
-                    if pair_less(dist[j], idx, hd[0], hi[0]):
+                    if pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
                         heap_sift_down(hd, hi, k, 0, dist[j], idx)
         b0 = b0 + nb
 

@@ -12,8 +12,20 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
-from pqfast._kernels._arrays cimport F32, I64, U8, U16, U64, checked, dim, expect
+from pqfast._kernels._arrays cimport (
+    F32,
+    I64,
+    U8,
+    U16,
+    U64,
+    checked,
+    dim,
+    expect,
+    make_selector,
+)
 from pqfast._kernels._common cimport (
+    Selector,
+    sel_allows,
     heap_init,
     heap_sift_down,
     heap_sort,
@@ -132,7 +144,8 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, const uint8_t* blocks,
                              Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t n, Py_ssize_t M,
                              const float* table, const uint8_t* lut, float base,
                              float bias, float scale, const int64_t* ids, uint16_t* sums,
-                             float* hd, int64_t* hi, Py_ssize_t k) noexcept nogil:
+                             float* hd, int64_t* hi, Py_ssize_t k,
+                             const Selector* sel) noexcept nogil:
     """Offer codes of blocks [b0, b1) (n codes in all) to the heap.
 
     Blocks are filtered by quantized distance; each code that passes is scored
@@ -156,7 +169,7 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, const uint8_t* blocks,
             for m in range(M):
                 dist = dist + table[m * 16 + block_code(blocks, M, i, m)]
             idx = ids[i] if ids != NULL else i
-            if pair_less(dist, idx, hd[0], hi[0]):
+            if pair_less(dist, idx, hd[0], hi[0]) and sel_allows(sel, idx):
                 heap_sift_down(hd, hi, k, 0, dist, idx)
 
 
@@ -165,6 +178,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
                ynorm,      # IN  (M, 16) float32 ||y_mj||^2
                blocks,     # IN  (nblocks, M * 16) uint8 packed codes
                Py_ssize_t ntotal, bint l2, Py_ssize_t nseg, bint simd,
+               sel,        # IN  id filter (kind, lo, hi, sorted ids)
                work,       # SCRATCH (n_threads, >= 3 * M * 16 + 16) float32
                D,          # OUT (nq * nseg, k) float32
                I):         # OUT (nq * nseg, k) int64
@@ -185,6 +199,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= 3 * M * 16 + 16, "shapes")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
+    cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t w, q, s
     cdef float base, scale, bias
@@ -206,7 +221,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
         scan_blocks(fn, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
                     table, <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
-                    <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k)
+                    <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k, &selector)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 
@@ -222,6 +237,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                   id_ptrs,    # IN  (nlist,) uint64 address of each list's ids
                   sizes,      # IN  (nlist,) int64 entries per list
                   bint l2, Py_ssize_t nseg, bint simd,
+                  sel,        # IN  id filter (kind, lo, hi, sorted ids)
                   work,       # SCRATCH (n_threads, >= 3 * M * 16 + 16) float32
                   D,          # OUT (nq * nseg, k) float32
                   I):         # OUT (nq * nseg, k) int64
@@ -260,6 +276,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
+    cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef float scale, bias
     cdef float* qtab
@@ -289,7 +306,8 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
             scan_blocks(fn, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
                         szp[l], M, tab, <uint8_t*>(qtab + 2 * mk), cp[q * nprobe + p],
                         bias, scale, <const int64_t*><uintptr_t>iptr[l],
-                        <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k)
+                        <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k,
+                        &selector)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 

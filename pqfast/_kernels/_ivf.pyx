@@ -16,8 +16,10 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
-from pqfast._kernels._arrays cimport F32, I64, U64, checked, dim, expect
+from pqfast._kernels._arrays cimport F32, I64, U64, checked, dim, expect, make_selector
 from pqfast._kernels._common cimport (
+    Selector,
+    sel_allows,
     heap_sift_down,
     pair_less,
     pqfast_dots,
@@ -44,6 +46,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  id_ptrs,      # IN  (nlist,) uint64 address of each list's ids
                  sizes,        # IN  (nlist,) int64 entries per list
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
+                 sel,          # IN  id filter (kind, lo, hi, sorted ids)
                  work,         # SCRATCH (n_threads, >= 2 * M * ksub) float32
                  D,            # OUT (nq * nseg, k) float32
                  I):           # OUT (nq * nseg, k) int64
@@ -87,6 +90,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
+    cdef Selector selector = make_selector(sel)
     cdef float* qtab
     cdef float* ltab
     cdef const float* tab
@@ -111,7 +115,8 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                 tab = ltab
             scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
                        <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
-                       M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k)
+                       M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k,
+                       &selector)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 
@@ -122,6 +127,7 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
                    id_ptrs,    # IN  (nlist,) uint64 address of each list's ids
                    sizes,      # IN  (nlist,) int64 entries per list
                    bint l2, Py_ssize_t nseg,
+                   sel,        # IN  id filter (kind, lo, hi, sorted ids)
                    work,       # SCRATCH (n_threads, >= 256) float32
                    D,          # OUT (nq * nseg, k) float32
                    I):         # OUT (nq * nseg, k) int64
@@ -146,6 +152,7 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
+    cdef Selector selector = make_selector(sel)
     cdef const float* vecs
     cdef const int64_t* ids
     cdef float* dist
@@ -171,7 +178,8 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
                     pqfast_negate(dist, nb)
                 if pqfast_min(dist, nb) <= Dp[w * k]:
                     for j in range(nb):
-                        if pair_less(dist[j], ids[b0 + j], Dp[w * k], Ip[w * k]):
+                        if (pair_less(dist[j], ids[b0 + j], Dp[w * k], Ip[w * k])
+                                and sel_allows(&selector, ids[b0 + j])):
                             heap_sift_down(Dp + w * k, Ip + w * k, k, 0, dist[j],
                                            ids[b0 + j])
                 b0 = b0 + nb

@@ -5,8 +5,18 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 from libc.float cimport FLT_MAX
 from libc.string cimport memcpy, memset
 
-from pqfast._kernels._arrays cimport F32, I64, U8, U16, checked, dim, expect
+from pqfast._kernels._arrays cimport (
+    F32,
+    I64,
+    U8,
+    U16,
+    checked,
+    dim,
+    expect,
+    make_selector,
+)
 from pqfast._kernels._common cimport (
+    Selector,
     gemm_abt,
     heap_init,
     heap_sort,
@@ -155,6 +165,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
               ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
               codes,        # IN  (n, code_size) uint8 database codes
               int nbits, bint l2, Py_ssize_t nseg,
+              sel,          # IN  id filter (kind, lo, hi, sorted ids)
               work,         # SCRATCH (n_threads, >= M * ksub) float32
               D,            # OUT (nq * nseg, k) float32
               I):           # OUT (nq * nseg, k) int64
@@ -182,6 +193,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= M * ksub, "heap and work shapes")
     cdef Py_ssize_t w, q, s, lo, hi
+    cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef float base
     cdef float* table
@@ -202,6 +214,6 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         hi = n * (s + 1) // nseg
         if hi > lo:
             scan_codes(table, cp + lo * cs, NULL, lo, hi - lo, cs, M, nbits, ksub,
-                       base, Dp + w * k, Ip + w * k, k)
+                       base, Dp + w * k, Ip + w * k, k, &selector)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)

@@ -4,8 +4,10 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from pqfast._kernels._arrays cimport F32, I64, checked, dim, expect
+from pqfast._kernels._arrays cimport F32, I64, checked, dim, expect, make_selector
 from pqfast._kernels._common cimport (
+    Selector,
+    sel_allows,
     gemm_abt,
     heap_init,
     heap_merge,
@@ -26,6 +28,7 @@ def knn(x,              # IN  (nq, d) float32 queries
         Py_ssize_t qb,  # IN  queries per GEMM block
         Py_ssize_t bb,  # IN  base rows per GEMM block
         Py_ssize_t nseg,  # IN  base segments per query block
+        sel,            # IN  id filter (kind, lo, hi, sorted ids)
         work,           # SCRATCH (n_threads, >= qb * bb) float32
         D,              # OUT (nq * nseg, k) float32
         I):             # OUT (nq * nseg, k) int64
@@ -49,6 +52,7 @@ def knn(x,              # IN  (nq, d) float32 queries
     expect(dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg and dim(I, 1) == k
            and k >= 1, "heap shapes")
     expect(not l2 or dim(xnorm, 0) == nb, "xnorm length")
+    cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef Py_ssize_t nblk = (nb + bb - 1) // bb
@@ -81,7 +85,7 @@ def knn(x,              # IN  (nq, d) float32 queries
                     pqfast_negate(dist, nbk)
                 thr = Dp[row * k]
                 mn = pqfast_min(dist, nbk)
-                if mn < thr and k == 1:
+                if mn < thr and k == 1 and selector.kind == 0:
                     # the first position of the minimum is the smallest id
                     j = 0
                     while dist[j] != mn:
@@ -92,7 +96,7 @@ def knn(x,              # IN  (nq, d) float32 queries
                     # Ids arrive in increasing order, so a tie with the heap top
                     # never wins and a plain "<" against the threshold suffices.
                     for j in range(nbk):
-                        if dist[j] < thr:
+                        if dist[j] < thr and sel_allows(&selector, b0 + j):
                             heap_sift_down(Dp + row * k, Ip + row * k, k, 0, dist[j],
                                            b0 + j)
                             thr = Dp[row * k]
