@@ -25,6 +25,13 @@ from pqfast.selectors import SearchParameters, selector_args
 _BLOCK = 32  # vectors per packed block
 
 
+def _check_fast_scan(name: str, nbits: int, bbs: int) -> None:
+    if check_positive_int(nbits, "nbits") != 4:
+        raise ValueError(f"{name} needs nbits=4, got {nbits}.")
+    if check_positive_int(bbs, "bbs") != _BLOCK:
+        raise ValueError(f"{name} supports bbs=32 only, got {bbs}.")
+
+
 class IndexPQFastScan:
     """Exhaustive search over 4-bit PQ codes (faiss's ``IndexPQFastScan``).
 
@@ -59,10 +66,7 @@ class IndexPQFastScan:
         bbs: int = 32,
         seed: int = 1234,
     ) -> None:
-        if check_positive_int(nbits, "nbits") != 4:
-            raise ValueError(f"IndexPQFastScan needs nbits=4, got {nbits}.")
-        if check_positive_int(bbs, "bbs") != _BLOCK:
-            raise ValueError(f"IndexPQFastScan supports bbs=32 only, got {bbs}.")
+        _check_fast_scan(type(self).__name__, nbits, bbs)
         self.pq = ProductQuantizer(d, M, 4)
         self.pq.cp.seed = int(seed)
         self.metric_type = check_metric(metric)
@@ -217,10 +221,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         bbs: int = 32,
         seed: int = 1234,
     ) -> None:
-        if check_positive_int(nbits, "nbits") != 4:
-            raise ValueError(f"IndexIVFPQFastScan needs nbits=4, got {nbits}.")
-        if check_positive_int(bbs, "bbs") != _BLOCK:
-            raise ValueError(f"IndexIVFPQFastScan supports bbs=32 only, got {bbs}.")
+        _check_fast_scan(type(self).__name__, nbits, bbs)
         super().__init__(quantizer, d, nlist, M, 4, metric, seed)
         self.bbs = _BLOCK
         self._blocks = [RowBuffer(self.pq.M * 16, np.uint8) for _ in range(self.nlist)]

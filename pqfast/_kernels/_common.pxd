@@ -10,6 +10,7 @@
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.float cimport FLT_MAX
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm
 
 
@@ -211,6 +212,43 @@ cdef inline float sqnorm(const float* x, Py_ssize_t d) noexcept nogil:
     cdef float out
     pqfast_dots(x, x, 1, d, &out)
     return out
+
+
+cdef inline float query_table(const float* x, Py_ssize_t d, const float* cbt,
+                              const float* ynorm, Py_ssize_t M, Py_ssize_t dsub,
+                              Py_ssize_t ksub, bint l2, float* table) noexcept nogil:
+    """Exhaustive-search table of one query; returns the constant term.
+
+    L2: table[m, j] = ||y_mj||^2 - 2<x_m, y_mj>, returns ||x||^2.
+    Inner product: table[m, j] = -<x_m, y_mj>, returns 0.
+    """
+    cdef float base = 0
+    if l2:
+        memcpy(table, ynorm, M * ksub * sizeof(float))
+        base = sqnorm(x, d)
+    else:
+        memset(table, 0, M * ksub * sizeof(float))
+    pqfast_dot_table(x, cbt, M, dsub, ksub, -2.0 if l2 else -1.0, table)
+    return base
+
+
+cdef inline const float* list_table(const float* qtab, const float* precomp,
+                                    const float* ynorm, const float* centroid,
+                                    const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
+                                    Py_ssize_t ksub, bint l2,
+                                    float* ltab) noexcept nogil:
+    """Table for one probed list of an IVF index by residual (see _ivf.pyx).
+
+    L2: query table + the list term, from the precomputed table when there is
+    one (precomp non-NULL) else computed from the centroid, written to ltab.
+    Inner product: the query table itself.
+    """
+    if not l2:
+        return qtab
+    pqfast_add(qtab, precomp if precomp != NULL else ynorm, M * ksub, ltab)
+    if precomp == NULL:
+        pqfast_dot_table(centroid, cbt, M, dsub, ksub, 2.0, ltab)
+    return ltab
 
 
 cdef inline void gemm_abt(const float* a, int lda, int na, const float* b, int ldb,

@@ -10,7 +10,7 @@ distances, and the quantization filters but never decides.
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
     F32,
@@ -27,12 +27,12 @@ from pqfast._kernels._common cimport (
     Selector,
     sel_allows,
     heap_init,
+    list_table,
+    query_table,
     heap_sift_down,
     heap_sort,
     pair_less,
-    pqfast_add,
     pqfast_dot_table,
-    sqnorm,
     team_size,
 )
 
@@ -210,13 +210,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         s = w % nseg
         table = wp + threadid() * wcols
         heap_init(Dp + w * k, Ip + w * k, k)
-        base = 0
-        if l2:
-            memcpy(table, ynp, M * 16 * sizeof(float))
-            base = sqnorm(xp + q * d, d)
-        else:
-            memset(table, 0, M * 16 * sizeof(float))
-        pqfast_dot_table(xp + q * d, cbtp, M, dsub, 16, -2.0 if l2 else -1.0, table)
+        base = query_table(xp + q * d, d, cbtp, ynp, M, dsub, 16, l2, table)
         bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
         scan_blocks(fn, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
@@ -295,12 +289,8 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
             l = pp[q * nprobe + p]
             if l < 0 or szp[l] == 0:
                 continue
-            tab = qtab
-            if l2:
-                pqfast_add(qtab, prep + l * mk if have_precomp else ynp, mk, ltab)
-                if not have_precomp:
-                    pqfast_dot_table(centp + l * d, cbtp, M, dsub, 16, 2.0, ltab)
-                tab = ltab
+            tab = list_table(qtab, prep + l * mk if have_precomp else NULL, ynp,
+                             centp + l * d, cbtp, M, dsub, 16, l2, ltab)
             bias = 0  # private to the thread: see pq4_search
             scale = quantize_table(tab, M, <uint8_t*>(qtab + 2 * mk), &bias)
             scan_blocks(fn, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,

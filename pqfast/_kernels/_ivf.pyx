@@ -27,8 +27,8 @@ from pqfast._kernels._common cimport (
     pqfast_min,
     pqfast_negate,
     heap_init,
+    list_table,
     heap_sort,
-    pqfast_add,
     pqfast_dot_table,
     scan_codes,
     team_size,
@@ -107,12 +107,8 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
             l = pp[q * nprobe + p]
             if l < 0 or szp[l] == 0:
                 continue
-            tab = qtab
-            if l2:
-                pqfast_add(qtab, prep + l * mk if have_precomp else ynp, mk, ltab)
-                if not have_precomp:
-                    pqfast_dot_table(centp + l * d, cbtp, M, dsub, ksub, 2.0, ltab)
-                tab = ltab
+            tab = list_table(qtab, prep + l * mk if have_precomp else NULL, ynp,
+                             centp + l * d, cbtp, M, dsub, ksub, l2, ltab)
             scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
                        <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
                        M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k,

@@ -3,7 +3,7 @@
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 from libc.float cimport FLT_MAX
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
     F32,
@@ -18,6 +18,7 @@ from pqfast._kernels._arrays cimport (
 from pqfast._kernels._common cimport (
     Selector,
     gemm_abt,
+    query_table,
     heap_init,
     heap_sort,
     pqfast_dot_table,
@@ -203,13 +204,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         s = w % nseg
         table = wp + threadid() * wcols
         heap_init(Dp + w * k, Ip + w * k, k)
-        base = 0
-        if l2:
-            memcpy(table, ynp, M * ksub * sizeof(float))
-            base = sqnorm(xp + q * d, d)
-        else:
-            memset(table, 0, M * ksub * sizeof(float))
-        pqfast_dot_table(xp + q * d, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0, table)
+        base = query_table(xp + q * d, d, cbtp, ynp, M, dsub, ksub, l2, table)
         lo = n * s // nseg
         hi = n * (s + 1) // nseg
         if hi > lo:
