@@ -9,6 +9,7 @@ from pqfast._validation import IdNotFoundError, NotTrainedError
 from pqfast.factory import index_factory
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
+from pqfast.idmap import IndexIDMap
 from pqfast.interop import from_faiss, to_faiss
 from pqfast.invlists import ArrayInvertedLists
 from pqfast.io import (
@@ -66,6 +67,7 @@ __all__ = [
     "IDSelectorRange",
     "SearchParameters",
     "SearchParametersIVF",
+    "IndexIDMap",
     "IndexPQ",
     "IndexPreTransform",
     "OPQMatrix",

@@ -333,6 +333,34 @@ class IndexIVF:
             self._direct_map = None
         return removed
 
+    def merge_from(self, other: IndexIVF, add_id: int = 0) -> None:
+        """Move every vector of `other` (same type, quantizer and codebooks) into
+        this index, ids shifted by `add_id`; `other` is left empty, as in faiss."""
+        if type(other) is not type(self) or other.nlist != self.nlist:
+            raise ValueError("merge_from needs an index of the same type and nlist.")
+        if other.code_size != self.code_size or not np.array_equal(
+            other._coarse_centroids(), self._coarse_centroids()
+        ):
+            raise ValueError(
+                "merge_from needs the same coarse centroids and code size."
+            )
+        if hasattr(self, "pq") and not np.array_equal(
+            other.pq.centroids, self.pq.centroids
+        ):
+            raise ValueError("merge_from needs the same PQ codebooks.")
+        inv = other.invlists
+        sizes = np.array(inv.sizes)
+        if sizes.sum() == 0:
+            return
+        codes = np.concatenate([inv.get_codes(i) for i in range(self.nlist)])
+        ids = np.concatenate([inv.get_ids(i) for i in range(self.nlist)]) + int(add_id)
+        if ids.min() < 0:
+            raise ValueError("merge_from: shifted ids must stay >= 0.")
+        self.invlists.add_entries(np.repeat(np.arange(self.nlist), sizes), codes, ids)
+        self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._direct_map = None
+        other.reset()
+
     def reset(self) -> None:
         """Remove every vector (training is kept)."""
         self.invlists.reset()
