@@ -172,14 +172,13 @@ class IndexFlat:
             Ids of the neighbours, -1 where fewer than k vectors exist.
         """
         x, k = check_vectors(x, self.d), check_positive_int(k, "k")
-        return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view(),
-                    selector_args(params))  # fmt: skip
+        return self._search(x, k, selector_args(params))
 
     def _search(
-        self, x: NDArray[np.float32], k: int
+        self, x: NDArray[np.float32], k: int, sel: tuple = NO_SELECTOR
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """``search`` on validated input (for indexes using this as quantizer)."""
-        return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view())
+        return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view(), sel)
 
     def reset(self) -> None:
         """Remove every vector."""

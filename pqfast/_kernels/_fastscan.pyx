@@ -40,7 +40,7 @@ from pqfast._kernels._common cimport (
 cdef extern from "fastscan.h" nogil:
     ctypedef uint32_t (*pqfast_fs_block_fn)(const uint8_t*, Py_ssize_t, const uint8_t*,
                                             uint16_t, uint16_t*) noexcept nogil
-    pqfast_fs_block_fn pqfast_fs_block_impl(int allow_simd)
+    pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
     float pqfast_quantize16(const float* table, Py_ssize_t M, uint8_t* lut, float* bias)
 
 
@@ -86,7 +86,7 @@ cdef inline uint8_t block_code(const uint8_t* bp, Py_ssize_t M, Py_ssize_t i,
     return byte & 15 if i % 32 < 16 else byte >> 4
 
 
-def block_sums(blocks, lut, bint simd, uint16_t thr, out, masks):
+def block_sums(blocks, lut, int level, uint16_t thr, out, masks):
     """Quantized distances and threshold masks per block (tests: SIMD vs portable)."""
     cdef const uint8_t* bp = <const uint8_t*>checked(blocks, U8, 2, False, "blocks")
     cdef const uint8_t* lp = <const uint8_t*>checked(lut, U8, 2, False, "lut")
@@ -95,7 +95,7 @@ def block_sums(blocks, lut, bint simd, uint16_t thr, out, masks):
     cdef int64_t* mp = <int64_t*>checked(masks, I64, 1, True, "masks")
     expect(dim(lut, 1) == 16 and dim(blocks, 1) == M * 16 and dim(out, 0) == nblocks
            and dim(out, 1) == 32 and dim(masks, 0) == nblocks, "shapes")
-    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
+    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(level)
     for b in range(nblocks):
         mp[b] = fn(bp + b * M * 16, M, lp, thr, op + b * 32)
 
@@ -198,7 +198,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= 3 * M * 16 + 16, "shapes")
-    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
+    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t w, q, s
@@ -269,7 +269,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t w, q, s, p, l
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
-    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(simd)
+    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef float scale, bias

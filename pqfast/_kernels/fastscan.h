@@ -43,6 +43,22 @@ static uint32_t pqfast_fs_block_scalar(const uint8_t *block, ptrdiff_t M,
 }
 
 #ifdef PQFAST_HAVE_X86
+/* Add sub-quantizer m's lookups for the 32 vectors to the four 8-lane sums
+ * (vectors 0-7, 8-15, 16-23, 24-31): the tail of the wide kernels. */
+__attribute__((target("ssse3"))) static inline void
+pqfast_fs_add_one(const uint8_t *block, const uint8_t *lut, ptrdiff_t m, __m128i s[4])
+{
+    const __m128i l4 = _mm_set1_epi8(15), z = _mm_setzero_si128();
+    __m128i c = _mm_loadu_si128((const __m128i *)(block + m * 16));
+    __m128i t = _mm_loadu_si128((const __m128i *)(lut + m * 16));
+    __m128i lo = _mm_shuffle_epi8(t, _mm_and_si128(c, l4));
+    __m128i hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(c, 4), l4));
+    s[0] = _mm_add_epi16(s[0], _mm_unpacklo_epi8(lo, z));
+    s[1] = _mm_add_epi16(s[1], _mm_unpackhi_epi8(lo, z));
+    s[2] = _mm_add_epi16(s[2], _mm_unpacklo_epi8(hi, z));
+    s[3] = _mm_add_epi16(s[3], _mm_unpackhi_epi8(hi, z));
+}
+
 /* AVX2: two sub-quantizers per 256-bit shuffle (one per 128-bit lane). */
 __attribute__((target("avx2"))) static uint32_t
 pqfast_fs_block_avx2(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
@@ -66,17 +82,10 @@ pqfast_fs_block_avx2(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
     __m128i s1 = _mm_add_epi16(_mm256_castsi256_si128(a1), _mm256_extracti128_si256(a1, 1));
     __m128i s2 = _mm_add_epi16(_mm256_castsi256_si128(a2), _mm256_extracti128_si256(a2, 1));
     __m128i s3 = _mm_add_epi16(_mm256_castsi256_si128(a3), _mm256_extracti128_si256(a3, 1));
-    if (m < M) { /* odd M: the last sub-quantizer, one lane */
-        __m128i c = _mm_loadu_si128((const __m128i *)(block + m * 16));
-        __m128i t = _mm_loadu_si128((const __m128i *)(lut + m * 16));
-        const __m128i l4 = _mm_set1_epi8(15), z = _mm_setzero_si128();
-        __m128i lo = _mm_shuffle_epi8(t, _mm_and_si128(c, l4));
-        __m128i hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(c, 4), l4));
-        s0 = _mm_add_epi16(s0, _mm_unpacklo_epi8(lo, z));
-        s1 = _mm_add_epi16(s1, _mm_unpackhi_epi8(lo, z));
-        s2 = _mm_add_epi16(s2, _mm_unpacklo_epi8(hi, z));
-        s3 = _mm_add_epi16(s3, _mm_unpackhi_epi8(hi, z));
-    }
+    __m128i s[4] = {s0, s1, s2, s3};
+    for (; m < M; m++) /* odd M: the last sub-quantizer, one lane */
+        pqfast_fs_add_one(block, lut, m, s);
+    s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
     _mm_storeu_si128((__m128i *)(out + 0), s0);
     _mm_storeu_si128((__m128i *)(out + 8), s1);
     _mm_storeu_si128((__m128i *)(out + 16), s2);
@@ -120,17 +129,9 @@ pqfast_fs_block_avx512(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
                                      _mm512_extracti64x4_epi64(acc[i], 1));
         s[i] = _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
     }
-    const __m128i l4 = _mm_set1_epi8(15), z = _mm_setzero_si128();
-    for (; m < M; m++) { /* M not a multiple of 4: one lane at a time */
-        __m128i c = _mm_loadu_si128((const __m128i *)(block + m * 16));
-        __m128i t = _mm_loadu_si128((const __m128i *)(lut + m * 16));
-        __m128i lo = _mm_shuffle_epi8(t, _mm_and_si128(c, l4));
-        __m128i hi = _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(c, 4), l4));
-        s[0] = _mm_add_epi16(s[0], _mm_unpacklo_epi8(lo, z));
-        s[1] = _mm_add_epi16(s[1], _mm_unpackhi_epi8(lo, z));
-        s[2] = _mm_add_epi16(s[2], _mm_unpacklo_epi8(hi, z));
-        s[3] = _mm_add_epi16(s[3], _mm_unpackhi_epi8(hi, z));
-    }
+    const __m128i z = _mm_setzero_si128();
+    for (; m < M; m++) /* M not a multiple of 4: one lane at a time */
+        pqfast_fs_add_one(block, lut, m, s);
     const __m128i t16 = _mm_set1_epi16((short)thr);
     uint32_t mask = 0;
     for (int i = 0; i < 4; i++) {
@@ -175,19 +176,20 @@ static float pqfast_quantize16(const float *table, ptrdiff_t M, uint8_t *lut, fl
     return scale;
 }
 
-/* The best version for this CPU, chosen once. */
+/* The best version for this CPU up to max_level (0 portable, 1 AVX2,
+ * 2 AVX-512BW); the search kernels ask for 2, tests for each level. */
 typedef uint32_t (*pqfast_fs_block_fn)(const uint8_t *, ptrdiff_t, const uint8_t *,
                                        uint16_t, uint16_t *);
 
-static pqfast_fs_block_fn pqfast_fs_block_impl(int allow_simd)
+static pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
 {
 #ifdef PQFAST_HAVE_X86
-    if (allow_simd && __builtin_cpu_supports("avx512bw"))
+    if (max_level >= 2 && __builtin_cpu_supports("avx512bw"))
         return pqfast_fs_block_avx512;
-    if (allow_simd && __builtin_cpu_supports("avx2"))
+    if (max_level >= 1 && __builtin_cpu_supports("avx2"))
         return pqfast_fs_block_avx2;
 #endif
-    (void)allow_simd;
+    (void)max_level;
     return pqfast_fs_block_scalar;
 }
 
