@@ -48,14 +48,34 @@ cdef inline int expect(bint ok, str what) except -1:
 
 
 cdef inline Selector make_selector(object sel) except *:
-    """Selector struct from (kind, lo, hi, sorted int64 ids) built in Python."""
+    """Selector struct from the (nodes, data, root) of selectors.py.
+
+    Every node is checked here: kinds, children numbered below their parent
+    (so evaluation terminates), and id sets and bitmaps inside `data`.
+    """
     cdef Selector s
-    kind, lo, hi, ids = sel
-    if kind not in (0, 1, 2):
-        raise ValueError(f"kernel argument sel: unknown selector kind {kind}")
-    s.kind = kind
-    s.lo = lo
-    s.hi = hi
-    s.ids = <const int64_t*>checked(ids, I64, 1, False, "selector ids")
-    s.n = dim(ids, 0)
+    nodes, data, root = sel
+    s.nodes = <const int64_t*>checked(nodes, I64, 2, False, "selector nodes")
+    s.data = <const int64_t*>checked(data, I64, 1, False, "selector data")
+    cdef Py_ssize_t nn = dim(nodes, 0), nw = dim(data, 0), i
+    cdef const int64_t* nd
+    expect(dim(nodes, 1) == 4 and 0 <= root < nn, "selector nodes")
+    for i in range(nn):
+        nd = s.nodes + 4 * i
+        expect(0 <= nd[0] <= 7, "selector node kind")
+        if nd[0] == 2:
+            expect(0 <= nd[1] and 0 <= nd[2] and nd[1] + nd[2] <= nw, "selector id set")
+        elif nd[0] == 7:
+            expect(0 <= nd[1] and 0 <= nd[2] and nd[1] + (nd[2] + 7) // 8 <= nw,
+                   "selector bitmap")
+        elif nd[0] >= 3:
+            expect(0 <= nd[1] < i and (nd[0] == 3 or 0 <= nd[2] < i),
+                   "selector children")
+    s.root = root
+    nd = s.nodes + 4 * s.root
+    s.kind = nd[0] if nd[0] <= 2 else 3
+    s.lo = nd[1]
+    s.hi = nd[2]
+    s.ids = s.data + (nd[1] if nd[0] == 2 else 0)
+    s.n = nd[2] if nd[0] == 2 else 0
     return s

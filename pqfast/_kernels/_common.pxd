@@ -63,28 +63,66 @@ cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t grain, int cap) noexcep
 
 
 cdef struct Selector:
-    int kind               # 0: every id, 1: lo <= id < hi, 2: id in ids[0:n] (sorted)
+    int kind               # 0: every id, 1: lo <= id < hi, 2: id in ids[0:n] (sorted),
+                           # 3: the tree of nodes below (see selectors.py)
     int64_t lo
     int64_t hi
     const int64_t* ids
     Py_ssize_t n
+    const int64_t* nodes   # kind 3: rows (kind, a, b, c); children precede parents
+    const int64_t* data    # kind 3: the id sets and bitmaps the nodes refer to
+    Py_ssize_t root
+
+
+cdef inline bint in_sorted(const int64_t* ids, Py_ssize_t n, int64_t idx) noexcept nogil:
+    """Binary search of idx in ids[0:n], sorted ascending."""
+    cdef Py_ssize_t a = 0, b = n, mid
+    while a < b:
+        mid = (a + b) // 2
+        if ids[mid] < idx:
+            a = mid + 1
+        else:
+            b = mid
+    return a < n and ids[a] == idx
+
+
+cdef inline bint node_allows(const int64_t* nodes, const int64_t* data, Py_ssize_t i,
+                             int64_t idx) noexcept nogil:
+    """Evaluate selector node i for idx (recursion depth = tree depth)."""
+    cdef const int64_t* nd = nodes + 4 * i
+    cdef int64_t kind = nd[0]
+    if kind == 0:
+        return True
+    if kind == 1:
+        return nd[1] <= idx < nd[2]
+    if kind == 2:
+        return in_sorted(data + nd[1], nd[2], idx)
+    if kind == 3:
+        return not node_allows(nodes, data, nd[1], idx)
+    if kind == 4:
+        return (node_allows(nodes, data, nd[1], idx)
+                and node_allows(nodes, data, nd[2], idx))
+    if kind == 5:
+        return (node_allows(nodes, data, nd[1], idx)
+                or node_allows(nodes, data, nd[2], idx))
+    if kind == 6:
+        return (node_allows(nodes, data, nd[1], idx)
+                != node_allows(nodes, data, nd[2], idx))
+    # kind 7, bitmap of nd[2] bytes
+    if idx < 0 or (idx >> 3) >= nd[2]:
+        return False
+    return ((<const uint8_t*>(data + nd[1]))[idx >> 3] >> (idx & 7)) & 1
 
 
 cdef inline bint sel_allows(const Selector* s, int64_t idx) noexcept nogil:
-    """Whether the id filter lets `idx` into the results (binary search for sets)."""
-    cdef Py_ssize_t a = 0, b, mid
+    """Whether the id filter lets `idx` into the results."""
     if s.kind == 0:
         return True
     if s.kind == 1:
         return s.lo <= idx < s.hi
-    b = s.n
-    while a < b:
-        mid = (a + b) // 2
-        if s.ids[mid] < idx:
-            a = mid + 1
-        else:
-            b = mid
-    return a < s.n and s.ids[a] == idx
+    if s.kind == 2:
+        return in_sorted(s.ids, s.n, idx)
+    return node_allows(s.nodes, s.data, s.root, idx)
 
 
 cdef inline bint pair_less(float d1, int64_t i1, float d2, int64_t i2) noexcept nogil:
