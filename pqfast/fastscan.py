@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pqfast import _range_search
 from pqfast._kernels import _fastscan
 from pqfast._metrics import METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
@@ -20,7 +21,12 @@ from pqfast._validation import (
 )
 from pqfast.ivf import IndexIVFPQ
 from pqfast.pq import ProductQuantizer
-from pqfast.selectors import SearchParameters, selector_args
+from pqfast.selectors import (
+    IDSelector,
+    SearchParameters,
+    removal_mask,
+    selector_args,
+)
 
 _BLOCK = 32  # vectors per packed block
 
@@ -30,6 +36,13 @@ def _check_fast_scan(name: str, nbits: int, bbs: int) -> None:
         raise ValueError(f"{name} needs nbits=4, got {nbits}.")
     if check_positive_int(bbs, "bbs") != _BLOCK:
         raise ValueError(f"{name} supports bbs=32 only, got {bbs}.")
+
+
+def _pack_blocks(codes: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Sub-codes (n, M), one per byte, as blocks of 32 vectors (M * 16 bytes each)."""
+    blocks = np.empty((-(-codes.shape[0] // _BLOCK), codes.shape[1] * 16), np.uint8)
+    _fastscan.pack_blocks(codes, blocks)
+    return blocks
 
 
 class IndexPQFastScan:
@@ -113,8 +126,7 @@ class IndexPQFastScan:
         tail = self._ntotal % _BLOCK
         start = self._ntotal - tail
         codes = np.concatenate([self._sub_codes(start, tail), new])
-        blocks = np.empty((-(-codes.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
-        _fastscan.pack_blocks(codes, blocks)
+        blocks = _pack_blocks(codes)
         kept = start // _BLOCK
         self._blocks.reserve(kept + blocks.shape[0])  # may fail: nothing changed yet
         self._blocks.size = kept
@@ -155,6 +167,44 @@ class IndexPQFastScan:
             scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
         return finish(D, I, nseg, self.metric_type)
+
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
+    ) -> _range_search.RangeResult:
+        """Every stored vector within `radius` of each query, by ADC distance;
+        arguments and results as for IndexFlat.range_search."""
+        self._check_trained("range_search")
+        x = check_vectors(x, self.d)
+        radius = _range_search.check_radius(radius)
+        return _range_search.exhaustive(
+            x,
+            self._flat_codes(),
+            self.metric_type,
+            radius,
+            selector_args(params),
+            self.pq,
+        )
+
+    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
+        """Remove the vectors with these ids (array or IDSelector); the others
+        are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
+        keep = removal_mask(ids, self.ntotal)
+        if not keep.all():
+            self._keep_rows(keep)
+        return int(keep.size - keep.sum())
+
+    def _flat_codes(self) -> NDArray[np.uint8]:
+        """All stored codes unblocked, (ntotal, code_size), faiss's 4-bit packing."""
+        sub = self._sub_codes(0, self.ntotal)
+        if sub.shape[1] % 2:
+            sub = np.concatenate([sub, np.zeros((sub.shape[0], 1), np.uint8)], 1)
+        return np.ascontiguousarray(sub[:, 0::2] | (sub[:, 1::2] << 4))
+
+    def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
+        """Keep only the vectors where `keep` is True, repacking the blocks."""
+        codes = self._sub_codes(0, self.ntotal)[keep]
+        self._blocks.assign(_pack_blocks(codes))
+        self._ntotal = codes.shape[0]
 
     def reset(self) -> None:
         """Remove every vector (the trained quantizer is kept)."""
@@ -238,8 +288,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         inv = self.invlists
         for i in np.flatnonzero(inv.versions != self._packed_versions):
             codes = self.pq.unpack(inv.get_codes(i)).astype(np.uint8)
-            blocks = np.empty((-(-codes.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
-            _fastscan.pack_blocks(codes, blocks)
+            blocks = _pack_blocks(codes)
             self._blocks[i].clear()
             self._blocks[i].append(blocks)
             self._block_ptrs[i] = self._blocks[i].address

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pqfast import _range_search
 from pqfast._kernels import _topk
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
@@ -19,7 +20,13 @@ from pqfast._validation import (
     check_range,
     check_vectors,
 )
-from pqfast.selectors import NO_SELECTOR, SearchParameters, selector_args
+from pqfast.selectors import (
+    NO_SELECTOR,
+    IDSelector,
+    SearchParameters,
+    removal_mask,
+    selector_args,
+)
 
 # A GEMM block of distances (queries x base rows, 512 KiB) stays in L2 cache.
 _QUERY_BLOCK = 128
@@ -179,6 +186,52 @@ class IndexFlat:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """``search`` on validated input (for indexes using this as quantizer)."""
         return _knn(x, self._xb.view(), k, self.metric_type, self._norms.view(), sel)
+
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
+    ) -> _range_search.RangeResult:
+        """Return every stored vector within `radius` of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        radius : float
+            L2: squared distances below `radius` are kept; inner product:
+            similarities above it.
+        params : SearchParameters, optional
+            ``sel``: an IDSelector; only ids it accepts are returned.
+
+        Returns
+        -------
+        lims : ndarray of shape (n + 1,), uint64
+            Query i's results are ``D[lims[i]:lims[i + 1]]``, ``I[...]``.
+        D : ndarray, float32
+            Their distances (or similarities), in storage order, not sorted
+            (as in faiss).
+        I : ndarray, int64
+            Their ids.
+        """
+        x = check_vectors(x, self.d)
+        radius = _range_search.check_radius(radius)
+        return _range_search.exhaustive(
+            x, self._xb.view(), self.metric_type, radius, selector_args(params)
+        )
+
+    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
+        """Remove the vectors with these ids (array or IDSelector); the others
+        are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
+        keep = removal_mask(ids, self.ntotal)
+        if not keep.all():
+            self._keep_rows(keep)
+        return int(keep.size - keep.sum())
+
+    def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
+        """Keep only the rows where `keep` is True (allocating before changing)."""
+        xb, norms = self._xb.view()[keep], self._norms.view()[keep]
+        self._xb.assign(xb)
+        self._norms.assign(norms)
+        self._version += 1
 
     def reset(self) -> None:
         """Remove every vector."""

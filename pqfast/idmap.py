@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pqfast._range_search import RangeResult
 from pqfast._storage import RowBuffer
 from pqfast._validation import IdNotFoundError, check_ids, check_key, check_vectors
-from pqfast.selectors import IDSelector, SearchParameters, ids_to_remove
+from pqfast.selectors import (
+    IDSelector,
+    IDSelectorBitmap,
+    SearchParameters,
+    check_selector,
+    ids_to_remove,
+)
 
 
 class IndexIDMap:
@@ -52,15 +61,39 @@ class IndexIDMap:
         self.index.add(x)
         self._ids.append(ids)
 
+    def _inner_params(self, params: SearchParameters | None) -> SearchParameters | None:
+        """params with the selector of user ids turned into one of positions.
+
+        The translated selector is a bitmap over the stored vectors, so the
+        wrapped index still filters inside its kernel (faiss translates each
+        id on the fly instead).
+        """
+        if params is None or params.sel is None:
+            return params
+        allowed = check_selector(params.sel, "params.sel").members(self._ids.view())
+        bitmap = np.packbits(allowed, bitorder="little")
+        return replace(params, sel=IDSelectorBitmap(bitmap))
+
+    def _user_ids(self, I: NDArray[np.int64]) -> NDArray[np.int64]:
+        ids = self._ids.view()
+        return np.where(I >= 0, ids[np.maximum(I, 0)], -1)
+
     def search(
         self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """The wrapped index's search, with ids mapped (-1 stays -1)."""
-        if params is not None and params.sel is not None:
-            raise ValueError("IndexIDMap: id selectors are not supported here yet.")
-        D, I = self.index.search(x, k)
-        ids = self._ids.view()
-        return D, np.where(I >= 0, ids[np.maximum(I, 0)], -1)
+        """The wrapped index's search, with ids mapped (-1 stays -1); a
+        selector in `params` selects user ids."""
+        D, I = self.index.search(x, k, params=self._inner_params(params))
+        return D, self._user_ids(I)
+
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
+    ) -> RangeResult:
+        """The wrapped index's range_search, with ids mapped."""
+        lims, D, I = self.index.range_search(
+            x, radius, params=self._inner_params(params)
+        )
+        return lims, D, self._user_ids(I)
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         key = check_key(key)
@@ -76,19 +109,15 @@ class IndexIDMap:
         drop = selector.members(stored) if selector else np.isin(stored, arr)
         if not drop.any():
             return 0
-        buffers = [getattr(self.index, name) for name in ("_xb", "_norms", "_codes")
-                   if hasattr(self.index, name)]  # fmt: skip
-        if not buffers:
+        if not hasattr(self.index, "_keep_rows"):
             raise TypeError(
-                f"IndexIDMap.remove_ids supports flat and PQ indexes, not "
-                f"{type(self.index).__name__}."
+                f"IndexIDMap.remove_ids supports flat, PQ and fast-scan indexes, "
+                f"not {type(self.index).__name__}."
             )
         keep = ~drop
-        kept = [buf.view()[keep] for buf in (*buffers, self._ids)]  # allocate first
-        for buf, rows in zip((*buffers, self._ids), kept):
-            buf.assign(rows)
-        if hasattr(self.index, "_version"):
-            self.index._version += 1
+        ids = self._ids.view()[keep]
+        self.index._keep_rows(keep)
+        self._ids.assign(ids)
         return int(drop.sum())
 
     def reset(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pqfast import _range_search
 from pqfast._kernels import _ivf
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
@@ -110,6 +111,10 @@ class IndexIVF:
         raise NotImplementedError
 
     def _scan_lists(self, x, probes, base, nseg, D, I, sel) -> None:  # noqa: ANN001
+        raise NotImplementedError
+
+    def _range_codebook(self) -> tuple:
+        """How the range kernel scores the lists' rows (_range_search)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ attributes
@@ -320,6 +325,44 @@ class IndexIVF:
         D, I = result_arrays(x.shape[0] * nseg, k)
         self._scan_lists(x, probes, base, nseg, D, I, selector_args(params))
         return finish(D, I, nseg, self.metric_type)
+
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
+    ) -> _range_search.RangeResult:
+        """Every vector of the probed lists within `radius` of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        radius : float
+            L2: squared distances below `radius` are kept; inner product:
+            similarities above it.
+        params : SearchParametersIVF, optional
+            ``nprobe`` for this call, and ``sel``, an IDSelector.
+
+        Returns
+        -------
+        lims : ndarray of shape (n + 1,), uint64
+            Query i's results are ``D[lims[i]:lims[i + 1]]``, ``I[...]``.
+        D : ndarray, float32
+            Their (approximate) distances or similarities, list by list, not
+            sorted (as in faiss).
+        I : ndarray, int64
+            Their ids.
+        """
+        self._check_trained("range_search")
+        x = check_vectors(x, self.d)
+        radius = _range_search.check_radius(radius)
+        nprobe = min(params_nprobe(params, self.nprobe), self.nlist)
+        base, probes = self._coarse_terms(x, nprobe)
+        code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
+        lists = (code_ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes)
+        nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
+        return _range_search.run(
+            x, probes, base, self._range_codebook(), lists, self.code_size,
+            self.metric_type, radius, nseg, selector_args(params),
+        )  # fmt: skip
 
     # ------------------------------------------------------- removing, ids
     def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
@@ -541,6 +584,11 @@ class IndexIVFPQ(IndexIVF):
             self.metric_type == METRIC_L2, nseg, sel, scratch(2 * pq.M * pq.ksub), D, I,
         )  # fmt: skip
 
+    def _range_codebook(self) -> tuple:
+        return _range_search.pq_codebook(
+            self.pq, self._precomputed_table(), self._coarse_centroids()
+        )
+
     def __repr__(self) -> str:
         pq = self.pq
         return (
@@ -608,6 +656,9 @@ class IndexIVFFlat(IndexIVF):
             x, probes, code_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
             sel, scratch(256), D, I,
         )  # fmt: skip
+
+    def _range_codebook(self) -> tuple:
+        return _range_search.NO_CODEBOOK
 
     def __repr__(self) -> str:
         return f"IndexIVFFlat(d={self.d}, nlist={self.nlist}, ntotal={self.ntotal})"

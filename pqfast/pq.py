@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pqfast import _range_search
 from pqfast._kernels import _pq
 from pqfast._metrics import METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
@@ -21,7 +22,12 @@ from pqfast._validation import (
     check_vectors,
 )
 from pqfast.kmeans import ClusteringParameters, train_centroids
-from pqfast.selectors import SearchParameters, selector_args
+from pqfast.selectors import (
+    IDSelector,
+    SearchParameters,
+    removal_mask,
+    selector_args,
+)
 
 # Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
 _ENCODE_FLOATS = 1 << 18
@@ -289,6 +295,35 @@ class IndexPQ:
             I,
         )
         return finish(D, I, nseg, self.metric_type)
+
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
+    ) -> _range_search.RangeResult:
+        """Every stored vector within `radius` of each query, by ADC distance;
+        arguments and results as for IndexFlat.range_search."""
+        self._check_trained("range_search")
+        x = check_vectors(x, self.d)
+        radius = _range_search.check_radius(radius)
+        return _range_search.exhaustive(
+            x,
+            self._codes.view(),
+            self.metric_type,
+            radius,
+            selector_args(params),
+            self.pq,
+        )
+
+    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
+        """Remove the vectors with these ids (array or IDSelector); the others
+        are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
+        keep = removal_mask(ids, self.ntotal)
+        if not keep.all():
+            self._keep_rows(keep)
+        return int(keep.size - keep.sum())
+
+    def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
+        """Keep only the codes where `keep` is True."""
+        self._codes.assign(self._codes.view()[keep])
 
     def reset(self) -> None:
         """Remove every vector (the trained quantizer is kept)."""

@@ -158,7 +158,7 @@ class IDSelectorBitmap(IDSelector):
         return prog.node(BITMAP, prog.words_of(padded.view(np.int64)), self.bitmap.size)
 
 
-def _check_selector(sel: object, name: str) -> IDSelector:
+def check_selector(sel: object, name: str) -> IDSelector:
     if not isinstance(sel, IDSelector):
         raise TypeError(f"{name} must be an IDSelector, got {type(sel).__name__}.")
     return sel
@@ -168,7 +168,7 @@ class IDSelectorNot(IDSelector):
     """Ids the given selector rejects."""
 
     def __init__(self, sel: IDSelector) -> None:
-        self.sel = _check_selector(sel, "sel")
+        self.sel = check_selector(sel, "sel")
 
     def members(self, ids: NDArray[np.int64]) -> NDArray[np.bool_]:
         return ~self.sel.members(ids)
@@ -181,8 +181,8 @@ class _IDSelectorPair(IDSelector):
     _kind = -1
 
     def __init__(self, lhs: IDSelector, rhs: IDSelector) -> None:
-        self.lhs = _check_selector(lhs, "lhs")
-        self.rhs = _check_selector(rhs, "rhs")
+        self.lhs = check_selector(lhs, "lhs")
+        self.rhs = check_selector(rhs, "rhs")
 
     def _emit(self, prog: _Program) -> int:
         return prog.node(self._kind, self.lhs._emit(prog), self.rhs._emit(prog))
@@ -234,7 +234,7 @@ def selector_args(params: SearchParameters | None) -> tuple:
     """Kernel arguments for the params' selector (or none)."""
     if params is None or params.sel is None:
         return NO_SELECTOR
-    return _check_selector(params.sel, "params.sel").kernel_args()
+    return check_selector(params.sel, "params.sel").kernel_args()
 
 
 def params_nprobe(params: SearchParameters | None, default: int) -> int:
@@ -250,3 +250,10 @@ def ids_to_remove(
     if isinstance(ids, IDSelector):
         return None, ids
     return _int_ids(ids), None
+
+
+def removal_mask(ids: ArrayLike | IDSelector, ntotal: int) -> NDArray[np.bool_]:
+    """Which of the ids 0..ntotal-1 survive ``remove_ids(ids)``."""
+    arr, selector = ids_to_remove(ids)
+    stored = np.arange(ntotal, dtype=np.int64)
+    return ~(selector.members(stored) if selector else np.isin(stored, arr))

@@ -174,6 +174,14 @@ class IndexPreTransform:
             raise NotTrainedError("IndexPreTransform.search called before train.")
         return self.index.search(self.transform.apply(x), k, params=params)
 
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: object = None
+    ) -> tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.int64]]:
+        """The wrapped index's range_search on transformed queries."""
+        if not self.is_trained:
+            raise NotTrainedError("IndexPreTransform.range_search called before train.")
+        return self.index.range_search(self.transform.apply(x), radius, params=params)
+
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         return self.transform.reverse_transform(self.index.reconstruct(key))[0]
 

@@ -211,6 +211,18 @@ cdef enum:
     SCAN_BLOCK = 256  # codes whose distances are computed before heap filtering
 
 
+cdef inline void adc_block(const float* table, const uint8_t* codes, Py_ssize_t nb,
+                           Py_ssize_t code_size, Py_ssize_t M, int nbits,
+                           Py_ssize_t ksub, float base, float* dist) noexcept nogil:
+    """dist[i] = base + ADC distance of code i, for nb <= SCAN_BLOCK codes."""
+    cdef Py_ssize_t i
+    if nbits == 8:
+        pqfast_adc8_block(table, codes, nb, M, base, dist)
+    else:
+        for i in range(nb):
+            dist[i] = base + adc_distance(table, codes + i * code_size, M, nbits, ksub)
+
+
 cdef inline void scan_codes(const float* table, const uint8_t* codes,
                             const int64_t* ids, int64_t id0, Py_ssize_t n,
                             Py_ssize_t code_size, Py_ssize_t M, int nbits,
@@ -224,17 +236,13 @@ cdef inline void scan_codes(const float* table, const uint8_t* codes,
     costs no further work.
     """
     cdef float dist[SCAN_BLOCK]
-    cdef Py_ssize_t b0, nb, i, j
+    cdef Py_ssize_t b0, nb, j
     cdef int64_t idx
     b0 = 0
     while b0 < n:
         nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
-        if nbits == 8:
-            pqfast_adc8_block(table, codes + b0 * code_size, nb, M, base, dist)
-        else:
-            for i in range(nb):
-                dist[i] = base + adc_distance(table, codes + (b0 + i) * code_size, M,
-                                              nbits, ksub)
+        adc_block(table, codes + b0 * code_size, nb, code_size, M, nbits, ksub, base,
+                  dist)
         if pqfast_min(dist, nb) <= hd[0]:
             for j in range(nb):
                 if dist[j] <= hd[0]:
