@@ -60,7 +60,7 @@ class IndexIVF:
         for attr in ("d", "ntotal", "search", "add", "reconstruct_n"):
             if not hasattr(quantizer, attr):
                 raise TypeError(
-                    f"quantizer must be a flat index such as IndexFlatL2(d); "
+                    f"quantizer must be an index such as IndexFlatL2(d); "
                     f"{type(quantizer).__name__} has no '{attr}'."
                 )
         if quantizer.d != self._d:
@@ -150,6 +150,12 @@ class IndexIVF:
         """Bytes held for the stored vectors: codes and ids."""
         return self.invlists.nbytes
 
+    @property
+    def _version(self) -> int:
+        """Changes whenever the stored vectors do (as the flat index's counter),
+        so an IVF index can serve as another one's coarse quantizer."""
+        return int(self.invlists.versions.sum())
+
     def get_list_size(self, list_no: int) -> int:
         """Number of vectors in inverted list `list_no`."""
         return self.invlists.list_size(list_no)
@@ -213,6 +219,10 @@ class IndexIVF:
         state = self._train_encoder(x, cents, self._assign(x, cents))
         # nothing is changed before both trainings have succeeded
         if train_coarse:
+            # a quantizer that itself needs training (e.g. an IVF index, for
+            # two-level clustering) is trained on the centroids, as in faiss
+            if not self.quantizer.is_trained:
+                self.quantizer.train(cents)
             self.quantizer.add(cents)
         self._set_encoder(state)
 
@@ -427,16 +437,32 @@ class IndexIVF:
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         """Decoded vector with id `key` (centroid + decoded residual), shape (d,)."""
         self._check_trained("reconstruct")
+        return self._reconstruct_ids(np.array([check_key(key)], np.int64))[0]
+
+    def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
+        """Decoded vectors with ids i0 .. i0 + n - 1 (default: up to ntotal - 1),
+        shape (n, d); every id must be stored."""
+        self._check_trained("reconstruct_n")
+        i0 = check_key(i0)
+        n = max(self.ntotal - i0, 0) if n is None else check_key(n)
+        return self._reconstruct_ids(np.arange(i0, i0 + n, dtype=np.int64))
+
+    def _reconstruct_ids(self, keys: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Decode the vectors with these ids, list by list."""
         if self._direct_map is None:
             self.make_direct_map()
         sorted_ids, where = self._direct_map
-        key = check_key(key)
-        pos = np.searchsorted(sorted_ids, key)
-        if pos >= sorted_ids.size or sorted_ids[pos] != key:
-            raise IdNotFoundError(f"id {key} is not in the index.")
-        list_no, offset = where[pos]
-        code = self.invlists.get_codes(list_no)[offset : offset + 1]
-        return self._decode(code, list_no)[0]
+        pos = np.minimum(np.searchsorted(sorted_ids, keys), max(sorted_ids.size - 1, 0))
+        missing = keys[sorted_ids[pos] != keys] if sorted_ids.size else keys
+        if missing.size:
+            raise IdNotFoundError(f"id {missing[0]} is not in the index.")
+        lists, offsets = where[pos].T
+        out = np.empty((keys.size, self.d), np.float32)
+        for list_no in np.unique(lists):
+            rows = lists == list_no
+            codes = self.invlists.get_codes(list_no)[offsets[rows]]
+            out[rows] = self._decode(codes, list_no)
+        return out
 
 
 class IndexIVFPQ(IndexIVF):
@@ -449,9 +475,11 @@ class IndexIVFPQ(IndexIVF):
 
     Parameters
     ----------
-    quantizer : IndexFlatL2 or IndexFlatIP
-        Coarse quantizer.  Empty: ``train`` clusters the data and fills it;
-        holding exactly `nlist` centroids: ``train`` uses them as they are.
+    quantizer : IndexFlatL2, IndexFlatIP or another index
+        Coarse quantizer.  Empty: ``train`` clusters the data and fills it
+        (training it first on the centroids if it needs training, e.g. an
+        IndexIVFFlat for two-level clustering); holding exactly `nlist`
+        centroids: ``train`` uses them as they are.
     d : int
         Vector dimension, a multiple of M.
     nlist : int
@@ -605,8 +633,8 @@ class IndexIVFFlat(IndexIVF):
 
     Parameters
     ----------
-    quantizer : IndexFlatL2 or IndexFlatIP
-        Coarse quantizer (trained by ``train`` when empty).
+    quantizer : IndexFlatL2, IndexFlatIP or another index
+        Coarse quantizer (filled by ``train`` when empty), as for IndexIVFPQ.
     d : int
         Vector dimension.
     nlist : int
