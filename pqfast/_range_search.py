@@ -105,7 +105,7 @@ def exhaustive(
         ynorm = pq._ynorm
         if metric == METRIC_L2:
             coarse += np.einsum("ij,ij->i", x, x)[:, None]
-            precomp = np.ascontiguousarray(np.broadcast_to(ynorm, (nseg, *ynorm.shape)))
+            precomp = ynorm[None]  # one list term shared by every segment
         else:
             precomp = np.zeros((0, *ynorm.shape), np.float32)
         codebook = pq_codebook(pq, precomp, NO_CODEBOOK[3])

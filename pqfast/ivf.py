@@ -397,10 +397,11 @@ class IndexIVF:
             raise ValueError(
                 "merge_from needs the same coarse centroids and code size."
             )
-        if hasattr(self, "pq") and not np.array_equal(
-            other.pq.centroids, self.pq.centroids
+        if hasattr(self, "pq") and not (
+            np.array_equal(other.pq.centroids, self.pq.centroids)
+            and other.by_residual == self.by_residual
         ):
-            raise ValueError("merge_from needs the same PQ codebooks.")
+            raise ValueError("merge_from needs the same PQ codebooks and by_residual.")
         inv = other.invlists
         sizes = np.array(inv.sizes)
         if sizes.sum() == 0:
@@ -521,18 +522,43 @@ class IndexIVFPQ(IndexIVF):
         self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
         self.precomputed_table_max_bytes = 1 << 31
         self._precomputed: tuple[object, NDArray[np.float32]] | None = None
+        self._by_residual = True
 
     @property
     def by_residual(self) -> bool:
-        """Codes encode vector minus coarse centroid (always True in pqfast)."""
-        return True
+        """True (default): codes encode the vector minus its coarse centroid.
+        False: codes encode the vector itself, so one lookup table per query
+        serves every list (faster per list, usually less accurate).  Set it
+        before ``train``."""
+        return self._by_residual
 
     @by_residual.setter
     def by_residual(self, value: bool) -> None:
-        if not value:
-            raise ValueError(
-                "by_residual=False is not supported by pqfast's IndexIVFPQ."
-            )
+        if bool(value) != self._by_residual:
+            if self.pq.is_trained:
+                raise ValueError(
+                    "by_residual can only be changed before train (the codebooks "
+                    "depend on it)."
+                )
+            self._by_residual = bool(value)
+
+    def _residuals(
+        self,
+        x: NDArray[np.float32],
+        cents: NDArray[np.float32],
+        assign: NDArray[np.int64],
+    ) -> NDArray[np.float32]:
+        """What the PQ encodes: x - centroid by residual, else x itself."""
+        return x - cents[assign] if self._by_residual else x
+
+    def _coarse_terms(
+        self, x: NDArray[np.float32], nprobe: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        base, probes = super()._coarse_terms(x, nprobe)
+        if not self._by_residual:  # the distance does not involve the centroid
+            l2 = self.metric_type == METRIC_L2
+            base[:] = np.einsum("ij,ij->i", x, x)[:, None] if l2 else 0
+        return base, probes
 
     def _encoder_trained(self) -> bool:
         return self.pq.is_trained
@@ -549,7 +575,7 @@ class IndexIVFPQ(IndexIVF):
         """Train the PQ on the residuals of x to their coarse centroids."""
         pq = ProductQuantizer(self.d, self.pq.M, self.pq.nbits)
         pq.cp = self.pq.cp
-        pq.train(x - cents[assign])
+        pq.train(self._residuals(x, cents, assign))
         return pq.centroids
 
     def _set_encoder(self, state: object) -> None:
@@ -561,9 +587,11 @@ class IndexIVFPQ(IndexIVF):
         cents: NDArray[np.float32],
         assign: NDArray[np.int64],
     ) -> NDArray[np.uint8]:
-        return self.pq._encode(x - cents[assign])
+        return self.pq._encode(self._residuals(x, cents, assign))
 
     def _decode(self, codes: NDArray[np.uint8], list_no: int) -> NDArray[np.float32]:
+        if not self._by_residual:
+            return self.pq.decode(codes)
         return self.pq.decode(codes) + self._coarse_centroids()[list_no]
 
     def precompute_table(self) -> None:
@@ -573,8 +601,15 @@ class IndexIVFPQ(IndexIVF):
         self._precomputed_table()
 
     def _precomputed_table(self) -> NDArray[np.float32]:
-        """P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>, or an empty table if not used."""
+        """P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>, or an empty table if not used.
+
+        Not by residual, the list term is ||y_mj||^2 for every list: one row.
+        """
         pq = self.pq
+        if not self._by_residual:
+            if self.metric_type != METRIC_L2:
+                return _EMPTY_TABLE
+            return pq._ynorm[None]
         nbytes = self.nlist * pq.M * pq.ksub * 4
         use = self.use_precomputed_table == 1 or (
             self.use_precomputed_table == 0

@@ -84,13 +84,14 @@ def test_index_pq_same_centroids(rng, nbits, metric):
     same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4)
 
 
-def ivfpq_pair(rng, d, nlist, M, nbits, metric, xtrain):
+def ivfpq_pair(rng, d, nlist, M, nbits, metric, xtrain, by_residual=True):
     """A faiss IndexIVFPQ trained on xtrain, and a pqfast one given its centroids.
 
     nbits > 8 uses random codebooks (training 2**16 centroids is not a unit test).
     """
     fq = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
     theirs = faiss.IndexIVFPQ(fq, d, nlist, M, nbits, metric)
+    theirs.by_residual = by_residual
     if nbits <= 8:
         theirs.train(xtrain)
         codebooks = faiss.vector_to_array(theirs.pq.centroids).reshape(
@@ -105,6 +106,7 @@ def ivfpq_pair(rng, d, nlist, M, nbits, metric, xtrain):
     q = pqfast.IndexFlatL2(d) if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP(d)
     q.add(fq.reconstruct_n(0, nlist))
     ours = pqfast.IndexIVFPQ(q, d, nlist, M, nbits, metric)
+    ours.by_residual = by_residual
     ours.pq.centroids = codebooks
     assert ours.is_trained
     return ours, theirs
@@ -140,6 +142,48 @@ def test_ivfpq_same_centroids(rng, nbits, metric):
         D1, I1 = ours.search(xq, 10)
         D2, I2 = theirs.search(xq, 10)
         same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def test_ivfpq_not_by_residual(rng, metric):
+    """by_residual=False: the codes of the vectors themselves, one table per
+    query; same codes and neighbours as faiss, and the fast-scan index with
+    the same state returns the same results."""
+    d, nlist, M = 32, 16, 8
+    xb = gaussian_mixture(rng, 4000, d)
+    xq = gaussian_mixture(rng, 60, d)
+    ours, theirs = ivfpq_pair(rng, d, nlist, M, 8, metric, xb, by_residual=False)
+    ours.add(xb)
+    theirs.add(xb)
+    assert not ours.by_residual
+    for list_no in range(nlist):
+        codes, ids = faiss_list(theirs, list_no)
+        np.testing.assert_array_equal(ours.invlists.get_ids(list_no), ids)
+        assert (ours.invlists.get_codes(list_no) != codes).any(axis=1).sum() <= 2
+    for nprobe in (1, 4, 16):
+        ours.nprobe = theirs.nprobe = nprobe
+        same_ids_ties_aside(*ours.search(xq, 10), *theirs.search(xq, 10), 1e-5, 1e-4)
+    codes, _ = faiss_list(theirs, 0)
+    np.testing.assert_allclose(
+        ours.reconstruct(int(ours.invlists.get_ids(0)[0])),
+        ours.pq.decode(ours.invlists.get_codes(0)[:1])[0],
+    )
+    with pytest.raises(ValueError, match="before train"):
+        ours.by_residual = True
+    # 4-bit codes: IndexIVFPQFastScan gives IndexIVFPQ's exact-ADC results
+    quantizer = pqfast.IndexFlat(d, metric)
+    quantizer.add(ours.quantizer.reconstruct_n(0, nlist))
+    plain = pqfast.IndexIVFPQ(quantizer, d, nlist, M, 4, metric)
+    fast = pqfast.IndexIVFPQFastScan(quantizer, d, nlist, M, 4, metric)
+    for index in (plain, fast):
+        index.by_residual = False
+        index.train(xb)  # same seed, same data: the same codebooks
+        index.add(xb)
+        index.nprobe = 4
+    np.testing.assert_array_equal(plain.pq.centroids, fast.pq.centroids)
+    D1, I1 = plain.search(xq, 10)
+    D2, I2 = fast.search(xq, 10)
+    same_ids_ties_aside(D1, I1, D2, I2, 1e-5, 1e-4)
 
 
 @pytest.fixture(scope="module")

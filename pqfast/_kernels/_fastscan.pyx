@@ -225,7 +225,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                   coarse,     # IN  (nq, nprobe) float32 ||x - c||^2 or -<x, c>
                   cbt,        # IN  (M, dsub, 16) float32 transposed codebook
                   ynorm,      # IN  (M, 16) float32 ||y_mj||^2
-                  precomp,    # IN  (nlist, M, 16) float32 list terms, or (0, M, 16)
+                  precomp,    # IN  (nlist or 1, M, 16) float32 list terms, or (0, M, 16)
                   centroids,  # IN  (nlist, d) float32 coarse centroids
                   block_ptrs,  # IN  (nlist,) uint64 address of each list's blocks
                   id_ptrs,    # IN  (nlist,) uint64 address of each list's ids
@@ -256,11 +256,13 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
     cdef Py_ssize_t wcols = dim(work, 1)
     cdef bint have_precomp = dim(precomp, 0) > 0
+    # one list term per list, or (by_residual=False) one for every list
+    cdef Py_ssize_t pstride = M * 16 if dim(precomp, 0) == nlist else 0
     expect(dim(cbt, 2) == 16 and M * dsub == d and dim(ynorm, 0) == M
            and dim(ynorm, 1) == 16, "codebook")
     expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
            "probes and coarse")
-    expect(not have_precomp or (dim(precomp, 0) == nlist and dim(precomp, 1) == M
+    expect(not have_precomp or (dim(precomp, 0) in (1, nlist) and dim(precomp, 1) == M
                                 and dim(precomp, 2) == 16), "precomputed table")
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(block_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
@@ -289,7 +291,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
             l = pp[q * nprobe + p]
             if l < 0 or szp[l] == 0:
                 continue
-            tab = list_table(qtab, prep + l * mk if have_precomp else NULL, ynp,
+            tab = list_table(qtab, prep + l * pstride if have_precomp else NULL, ynp,
                              centp + l * d, cbtp, M, dsub, 16, l2, ltab)
             bias = 0  # private to the thread: see pq4_search
             scale = quantize_table(tab, M, <uint8_t*>(qtab + 2 * mk), &bias)

@@ -40,7 +40,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  coarse,       # IN  (nq, nprobe) float32 ||x - c||^2 or -<x, c>
                  cbt,          # IN  (M, dsub, ksub) float32 transposed codebook
                  ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
-                 precomp,      # IN  (nlist, M, ksub) float32 P_l, or (0, M, ksub)
+                 precomp,      # IN  (nlist or 1, M, ksub) float32 P_l (1: shared), or (0, M, ksub)
                  centroids,    # IN  (nlist, d) float32 coarse centroids
                  code_ptrs,    # IN  (nlist,) uint64 address of each list's codes
                  id_ptrs,      # IN  (nlist,) uint64 address of each list's ids
@@ -75,11 +75,13 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = M * ksub
     cdef Py_ssize_t wcols = dim(work, 1), n_items = nq * nseg
     cdef bint have_precomp = dim(precomp, 0) > 0
+    # one list term per list, or (by_residual=False) one for every list
+    cdef Py_ssize_t pstride = M * ksub if dim(precomp, 0) == nlist else 0
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(ksub == (1 << nbits) and code_size == (M * nbits + 7) // 8, "nbits")
     expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
            "probes and coarse")
-    expect(not have_precomp or (dim(precomp, 0) == nlist and dim(precomp, 1) == M
+    expect(not have_precomp or (dim(precomp, 0) in (1, nlist) and dim(precomp, 1) == M
                                 and dim(precomp, 2) == ksub), "precomputed table")
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
@@ -107,7 +109,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
             l = pp[q * nprobe + p]
             if l < 0 or szp[l] == 0:
                 continue
-            tab = list_table(qtab, prep + l * mk if have_precomp else NULL, ynp,
+            tab = list_table(qtab, prep + l * pstride if have_precomp else NULL, ynp,
                              centp + l * d, cbtp, M, dsub, ksub, l2, ltab)
             scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
                        <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,

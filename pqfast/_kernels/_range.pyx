@@ -119,7 +119,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
                  coarse,     # IN  (nq, nprobe) float32 term added per probe
                  cbt,        # IN  (M, dsub, ksub) float32 codebook, (0, 0, 0): floats
                  ynorm,      # IN  (M, ksub) float32 ||y_mj||^2
-                 precomp,    # IN  (nlist, M, ksub) float32 list tables, or (0, ., .)
+                 precomp,    # IN  (nlist or 1, M, ksub) float32 list terms, or (0, ., .)
                  centroids,  # IN  (nlist, d) float32 list centroids (PQ, L2)
                  code_ptrs,  # IN  (nlist,) uint64 address of each list's rows
                  id_ptrs,    # IN  (nlist,) uint64 address of each list's ids, or 0
@@ -147,6 +147,8 @@ def range_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
     cdef Py_ssize_t nlist = dim(sizes, 0), mk = M * ksub, wcols = dim(work, 1)
     cdef bint is_pq = M > 0, have_precomp = dim(precomp, 0) > 0
+    # one list term per list, or (by_residual=False) one for every list
+    cdef Py_ssize_t pstride = M * ksub if dim(precomp, 0) == nlist else 0
     expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
            "probes and coarse")
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist
@@ -155,7 +157,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
         expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub,
                "codebook")
         expect(ksub == (1 << nbits) and code_size == (M * nbits + 7) // 8, "nbits")
-        expect(not have_precomp or (dim(precomp, 0) == nlist and dim(precomp, 1) == M
+        expect(not have_precomp or (dim(precomp, 0) in (1, nlist) and dim(precomp, 1) == M
                                     and dim(precomp, 2) == ksub), "precomputed table")
         expect(have_precomp or not l2 or (dim(centroids, 0) == nlist
                                           and dim(centroids, 1) == d), "centroids")
@@ -194,7 +196,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
             rows = <const uint8_t*><uintptr_t>cptr[l]
             ids = <const int64_t*><uintptr_t>iptr[l]
             if is_pq:
-                tab = list_table(qtab, prep + l * mk if have_precomp else NULL, ynp,
+                tab = list_table(qtab, prep + l * pstride if have_precomp else NULL, ynp,
                                  centp + l * d, cbtp, M, dsub, ksub, l2, qtab + mk)
             b0 = 0
             while b0 < szp[l]:
