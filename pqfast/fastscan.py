@@ -6,10 +6,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from pqfast import _range_search
+from pqfast._blocks import BLOCK, BlockCodes
 from pqfast._kernels import _fastscan
 from pqfast._metrics import METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
-from pqfast._storage import RowBuffer
 from pqfast._validation import (
     NotTrainedError,
     check_is_trained_assignment,
@@ -19,6 +19,7 @@ from pqfast._validation import (
     check_range,
     check_vectors,
 )
+from pqfast.invlists import BlockInvertedLists
 from pqfast.ivf import IndexIVFPQ
 from pqfast.pq import ProductQuantizer
 from pqfast.selectors import (
@@ -28,21 +29,12 @@ from pqfast.selectors import (
     selector_args,
 )
 
-_BLOCK = 32  # vectors per packed block
-
 
 def _check_fast_scan(name: str, nbits: int, bbs: int) -> None:
     if check_positive_int(nbits, "nbits") != 4:
         raise ValueError(f"{name} needs nbits=4, got {nbits}.")
-    if check_positive_int(bbs, "bbs") != _BLOCK:
+    if check_positive_int(bbs, "bbs") != BLOCK:
         raise ValueError(f"{name} supports bbs=32 only, got {bbs}.")
-
-
-def _pack_blocks(codes: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Sub-codes (n, M), one per byte, as blocks of 32 vectors (M * 16 bytes each)."""
-    blocks = np.empty((-(-codes.shape[0] // _BLOCK), codes.shape[1] * 16), np.uint8)
-    _fastscan.pack_blocks(codes, blocks)
-    return blocks
 
 
 class IndexPQFastScan:
@@ -83,13 +75,12 @@ class IndexPQFastScan:
         self.pq = ProductQuantizer(d, M, 4)
         self.pq.cp.seed = int(seed)
         self.metric_type = check_metric(metric)
-        self.bbs = _BLOCK
-        self._blocks = RowBuffer(self.pq.M * 16, np.uint8)
-        self._ntotal = 0
+        self.bbs = BLOCK
+        self._codes = BlockCodes(self.pq.M)
 
     d = property(lambda self: self.pq.d, doc="Vector dimension.")
     code_size = property(lambda self: self.pq.code_size, doc="Bytes per vector.")
-    ntotal = property(lambda self: self._ntotal, doc="Number of stored vectors.")
+    ntotal = property(lambda self: self._codes.size, doc="Number of stored vectors.")
 
     @property
     def is_trained(self) -> bool:
@@ -109,29 +100,13 @@ class IndexPQFastScan:
             raise ValueError("the index holds vectors; call reset() before train.")
         self.pq.train(x)
 
-    def _sub_codes(self, i0: int, n: int) -> NDArray[np.uint8]:
-        """Sub-codes (n, M) of stored vectors i0 .. i0 + n - 1."""
-        first, last = i0 // _BLOCK, -(-(i0 + n) // _BLOCK)
-        codes = np.empty((last * _BLOCK - first * _BLOCK, self.pq.M), np.uint8)
-        blocks = np.ascontiguousarray(self._blocks.view()[first:last])
-        _fastscan.unpack_blocks(blocks, codes)
-        return codes[i0 - first * _BLOCK : i0 - first * _BLOCK + n]
-
     def add(self, x: ArrayLike) -> None:
         """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
         self._check_trained("add")
         x = check_vectors(x, self.d)
-        new = self.pq.unpack(self.pq.compute_codes(x)).astype(np.uint8)
-        # the last block may be partial: repack it together with the new codes
-        tail = self._ntotal % _BLOCK
-        start = self._ntotal - tail
-        codes = np.concatenate([self._sub_codes(start, tail), new])
-        blocks = _pack_blocks(codes)
-        kept = start // _BLOCK
-        self._blocks.reserve(kept + blocks.shape[0])  # may fail: nothing changed yet
-        self._blocks.size = kept
-        self._blocks.append(blocks)
-        self._ntotal += x.shape[0]
+        self._codes.append_sub(
+            self.pq.unpack(self.pq.compute_codes(x)).astype(np.uint8)
+        )
 
     def search(
         self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
@@ -162,7 +137,7 @@ class IndexPQFastScan:
         D, I = result_arrays(x.shape[0] * nseg, k)
         pq = self.pq
         _fastscan.pq4_search(
-            x, pq._cbt, pq._ynorm, self._blocks.view(), self.ntotal,
+            x, pq._cbt, pq._ynorm, self._codes.blocks.view(), self.ntotal,
             self.metric_type == METRIC_L2, nseg, True, selector_args(params),
             scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
@@ -178,7 +153,7 @@ class IndexPQFastScan:
         radius = _range_search.check_radius(radius)
         return _range_search.exhaustive(
             x,
-            self._flat_codes(),
+            self._codes.view(),
             self.metric_type,
             radius,
             selector_args(params),
@@ -193,23 +168,13 @@ class IndexPQFastScan:
             self._keep_rows(keep)
         return int(keep.size - keep.sum())
 
-    def _flat_codes(self) -> NDArray[np.uint8]:
-        """All stored codes unblocked, (ntotal, code_size), faiss's 4-bit packing."""
-        sub = self._sub_codes(0, self.ntotal)
-        if sub.shape[1] % 2:
-            sub = np.concatenate([sub, np.zeros((sub.shape[0], 1), np.uint8)], 1)
-        return np.ascontiguousarray(sub[:, 0::2] | (sub[:, 1::2] << 4))
-
     def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
         """Keep only the vectors where `keep` is True, repacking the blocks."""
-        codes = self._sub_codes(0, self.ntotal)[keep]
-        self._blocks.assign(_pack_blocks(codes))
-        self._ntotal = codes.shape[0]
+        self._codes.assign(self._codes.view()[keep])
 
     def reset(self) -> None:
         """Remove every vector (the trained quantizer is kept)."""
-        self._blocks.clear()
-        self._ntotal = 0
+        self._codes.clear()
 
     def sa_encode(self, x: ArrayLike) -> NDArray[np.uint8]:
         """Flat codes of shape (n, code_size) for `x` (faiss's 4-bit packing)."""
@@ -225,7 +190,7 @@ class IndexPQFastScan:
         """Decoded vectors i0 .. i0 + n - 1, shape (n, d)."""
         self._check_trained("reconstruct_n")
         i0, n = check_range(i0, n, self.ntotal)
-        sub = self._sub_codes(i0, n)
+        sub = self._codes.sub_codes(i0, n)
         pq = self.pq
         return pq.centroids[np.arange(pq.M), sub].reshape(n, pq.d)
 
@@ -242,13 +207,11 @@ class IndexIVFPQFastScan(IndexIVFPQ):
     ``IndexIVFPQFastScan``).
 
     Training, adding, ids, removal and reconstruction are IndexIVFPQ's (with
-    nbits=4).  For search, each inverted list also keeps its codes in blocks
-    of 32 (see IndexPQFastScan), rebuilt for the lists changed since the last
-    search; per query and probed list, the float table (query term plus the
-    precomputed list term, as in IndexIVFPQ) is quantized to 8 bits to filter
-    codes, and codes that pass are scored exactly.  The blocked copy doubles
-    the code memory (ids unchanged) compared with faiss, which keeps only the
-    blocks.
+    nbits=4).  Each inverted list keeps its codes only in blocks of 32 (see
+    IndexPQFastScan; ``invlists.get_codes`` unpacks them); per query and
+    probed list, the float table (query term plus the precomputed list term,
+    as in IndexIVFPQ) is quantized to 8 bits to filter codes, and codes that
+    pass are scored exactly.
 
     Parameters
     ----------
@@ -273,26 +236,16 @@ class IndexIVFPQFastScan(IndexIVFPQ):
     ) -> None:
         _check_fast_scan(type(self).__name__, nbits, bbs)
         super().__init__(quantizer, d, nlist, M, 4, metric, seed)
-        self.bbs = _BLOCK
-        self._blocks = [RowBuffer(self.pq.M * 16, np.uint8) for _ in range(self.nlist)]
-        self._block_ptrs = np.array([b.address for b in self._blocks], np.uint64)
-        self._packed_versions = self.invlists.versions.copy()
+        self.bbs = BLOCK
+        self.invlists = BlockInvertedLists(self.nlist, self.pq.M)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held for the stored vectors: codes, ids and the blocked codes."""
-        return self.invlists.nbytes + sum(b.nbytes for b in self._blocks)
-
-    def _refresh_blocks(self) -> None:
-        """Repack the lists that changed since they were last packed."""
+    def _range_lists(self) -> tuple:
+        """The range kernel reads flat codes: unpack every list (a transient copy)."""
         inv = self.invlists
-        for i in np.flatnonzero(inv.versions != self._packed_versions):
-            codes = self.pq.unpack(inv.get_codes(i)).astype(np.uint8)
-            blocks = _pack_blocks(codes)
-            self._blocks[i].clear()
-            self._blocks[i].append(blocks)
-            self._block_ptrs[i] = self._blocks[i].address
-            self._packed_versions[i] = inv.versions[i]
+        codes = [inv.get_codes(i) for i in range(self.nlist)]
+        ptrs = np.array([c.ctypes.data for c in codes], np.uint64)
+        _, id_ptrs, sizes = inv.kernel_arrays()
+        return (ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes), codes
 
     def _scan_lists(
         self,
@@ -304,13 +257,12 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         I: NDArray[np.int64],
         sel: tuple,
     ) -> None:
-        self._refresh_blocks()
         pq = self.pq
         precomp = self._precomputed_table()
-        _, id_ptrs, sizes = self.invlists.kernel_arrays()
+        block_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
         _fastscan.ivfpq4_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
-            self._block_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
+            block_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
             True, sel, scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from pqfast._blocks import BlockCodes
 from pqfast._storage import RowBuffer
 
 
@@ -35,7 +36,7 @@ class ArrayInvertedLists:
     def __init__(self, nlist: int, code_size: int) -> None:
         self.nlist = nlist
         self.code_size = code_size
-        self._codes = [RowBuffer(code_size, np.uint8) for _ in range(nlist)]
+        self._codes = [self._new_list() for _ in range(nlist)]
         self._ids = [RowBuffer(0, np.int64) for _ in range(nlist)]
         self._sizes = np.zeros(nlist, np.int64)
         self._code_ptrs = np.zeros(nlist, np.uint64)
@@ -43,6 +44,10 @@ class ArrayInvertedLists:
         self.versions = np.zeros(nlist, np.int64)  # bumped on every change of a list
         for i in range(nlist):
             self._sync(i)
+
+    def _new_list(self) -> RowBuffer:
+        """Storage of one list's codes."""
+        return RowBuffer(self.code_size, np.uint8)
 
     def _sync(self, i: int) -> None:
         """Publish list i's size and addresses; codes and ids always agree in size."""
@@ -129,6 +134,15 @@ class ArrayInvertedLists:
                 removed += int(drop.sum())
         return removed
 
+    def load_list(
+        self, i: int, codes: NDArray[np.uint8], ids: NDArray[np.int64]
+    ) -> None:
+        """Make list i hold these codes and ids (held as they are, e.g. memory
+        maps, until a change needs a copy); for an empty list, when loading."""
+        self._codes[i].wrap(codes)
+        self._ids[i].wrap(ids)
+        self._sync(i)
+
     def reset(self) -> None:
         """Empty every list."""
         for i in range(self.nlist):
@@ -139,4 +153,34 @@ class ArrayInvertedLists:
     @property
     def nbytes(self) -> int:
         """Bytes held by stored codes and ids."""
-        return int(self._sizes.sum()) * (self.code_size + 8)
+        return sum(c.nbytes for c in self._codes) + 8 * int(self._sizes.sum())
+
+
+class BlockInvertedLists(ArrayInvertedLists):
+    """Inverted lists of 4-bit PQ codes kept only as fast-scan blocks (one
+    BlockCodes per list): the same interface, flat codes in and out, while
+    the kernels read blocks through ``kernel_arrays``.
+
+    Parameters
+    ----------
+    nlist : int
+        Number of lists.
+    M : int
+        Sub-quantizers per code.
+    """
+
+    def __init__(self, nlist: int, M: int) -> None:
+        self.M = M
+        super().__init__(nlist, (4 * M + 7) // 8)
+
+    def _new_list(self) -> BlockCodes:
+        return BlockCodes(self.M)
+
+    def load_list(
+        self, i: int, codes: NDArray[np.uint8], ids: NDArray[np.int64]
+    ) -> None:
+        """Make list i hold these flat codes (packed into blocks) and ids."""
+        self._codes[i].clear()
+        self._codes[i].append(codes)
+        self._ids[i].wrap(ids)
+        self._sync(i)

@@ -75,7 +75,11 @@ def _state(index: object) -> tuple[str, dict, dict]:
     if type(index) is IndexPQFastScan:
         params, arrays = _pq_state(index)
         params["ntotal"] = index.ntotal
-        return "IndexPQFastScan", params, {**arrays, "blocks": index._blocks.view()}
+        return (
+            "IndexPQFastScan",
+            params,
+            {**arrays, "blocks": index._codes.blocks.view()},
+        )
     if type(index) in (IndexIVFPQ, IndexIVFPQFastScan, IndexIVFFlat):
         if not isinstance(index.quantizer, IndexFlat):
             raise TypeError(
@@ -250,8 +254,7 @@ def _build(kind: str, params: dict, arrays: dict, where: str) -> object:
         elif kind == "IndexPQFastScan":
             ntotal = int(params["ntotal"])
             blocks = _need(arrays, "blocks", (-(-ntotal // 32), M * 16), where)
-            index._blocks.wrap(blocks)
-            index._ntotal = ntotal
+            index._codes.wrap(blocks, ntotal)
         else:
             _fill_ivf(index, params, arrays, where)
         return index
@@ -274,9 +277,7 @@ def _fill_ivf(index: IndexIVFPQ, params: dict, arrays: dict, where: str) -> None
     inv = index.invlists
     for i in range(nlist):
         lo, hi = int(ends[i] - sizes[i]), int(ends[i])
-        inv._codes[i].wrap(codes[lo:hi])
-        inv._ids[i].wrap(ids[lo:hi])
-        inv._sync(i)
+        inv.load_list(i, codes[lo:hi], ids[lo:hi])
     index.nprobe = params["nprobe"]
     index._next_id = int(params["next_id"])
     index.cp = ClusteringParameters(**params["cp"])

@@ -117,6 +117,12 @@ class IndexIVF:
         """How the range kernel scores the lists' rows (_range_search)."""
         raise NotImplementedError
 
+    def _range_lists(self) -> tuple:
+        """(code addresses, id addresses, id offsets, sizes) for the range
+        kernel, and the arrays behind the addresses."""
+        code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
+        return (code_ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes), None
+
     # ------------------------------------------------------------ attributes
     d = property(lambda self: self._d, doc="Vector dimension.")
     code_size = property(lambda self: self._code_size, doc="Bytes per code.")
@@ -366,8 +372,7 @@ class IndexIVF:
         radius = _range_search.check_radius(radius)
         nprobe = min(params_nprobe(params, self.nprobe), self.nlist)
         base, probes = self._coarse_terms(x, nprobe)
-        code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
-        lists = (code_ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes)
+        lists, _arrays = self._range_lists()  # (the arrays stay alive meanwhile)
         nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
         return _range_search.run(
             x, probes, base, self._range_codebook(), lists, self.code_size,
