@@ -41,7 +41,9 @@ cdef extern from "fastscan.h" nogil:
     ctypedef uint32_t (*pqfast_fs_block_fn)(const uint8_t*, Py_ssize_t, const uint8_t*,
                                             uint16_t, uint16_t*) noexcept nogil
     pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
-    float pqfast_quantize16(const float* table, Py_ssize_t M, uint8_t* lut, float* bias)
+    ctypedef float (*pqfast_quantize_fn)(const float*, Py_ssize_t, uint8_t*,
+                                         float*) noexcept nogil
+    pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
 
 
 def pack_blocks(codes,    # IN  (n, M) uint8 sub-codes < 16
@@ -111,14 +113,17 @@ cdef extern from *:
     Py_ssize_t count_trailing_zeros "pqfast_ctz"(uint32_t x) nogil
 
 
-cdef inline float quantize_table(const float* table, Py_ssize_t M, uint8_t* lut,
-                                 float* bias) noexcept nogil:
-    """8-bit table: each sub-quantizer's minimum subtracted, one shared scale.
-
-    Writes lut and the sum of the minima (*bias); returns the scale (0 when
-    the table is constant).
-    """
-    return pqfast_quantize16(table, M, lut, bias)
+def quantize(table, int level, lut):
+    """8-bit table of a float table (M, 16) into lut (M, 16) uint8; returns
+    (scale, bias).  Each row's minimum is subtracted, one scale is shared
+    (tests: the SIMD versions against the portable one)."""
+    cdef const float* tp = <const float*>checked(table, F32, 2, False, "table")
+    cdef uint8_t* lp = <uint8_t*>checked(lut, U8, 2, True, "lut")
+    expect(dim(table, 1) == 16 and dim(lut, 0) == dim(table, 0) and dim(lut, 1) == 16,
+           "shapes")
+    cdef float bias = 0
+    cdef float scale = pqfast_quantize16_impl(level)(tp, dim(table, 0), lp, &bias)
+    return scale, bias
 
 
 cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept nogil:
@@ -199,6 +204,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= 3 * M * 16 + 16, "shapes")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
+    cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t w, q, s
@@ -272,6 +278,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
+    cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef float scale, bias

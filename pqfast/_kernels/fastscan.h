@@ -146,14 +146,15 @@ pqfast_fs_block_avx512(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
 /* 8-bit table from a float table of M rows of 16: each row's minimum is
  * subtracted, one scale is shared, values are rounded.  Returns the scale
  * (0 when the table is constant); *bias receives the sum of the minima. */
-PQFAST_MULTIVERSION
-static float pqfast_quantize16(const float *table, ptrdiff_t M, uint8_t *lut, float *bias)
+static float pqfast_quantize16_portable(const float *table, ptrdiff_t M, uint8_t *lut,
+                                       float *bias)
 {
     float hi = 0, b = 0;
     for (ptrdiff_t m = 0; m < M; m++) {
         const float *t = table + m * 16;
         float lo = t[0], top = t[0];
-        for (int j = 1; j < 16; j++) {
+#pragma omp simd reduction(min:lo) reduction(max:top)
+        for (int j = 0; j < 16; j++) {
             lo = t[j] < lo ? t[j] : lo;
             top = t[j] > top ? t[j] : top;
         }
@@ -164,7 +165,8 @@ static float pqfast_quantize16(const float *table, ptrdiff_t M, uint8_t *lut, fl
     for (ptrdiff_t m = 0; m < M; m++) {
         const float *t = table + m * 16;
         float lo = t[0];
-        for (int j = 1; j < 16; j++)
+#pragma omp simd reduction(min:lo)
+        for (int j = 0; j < 16; j++)
             lo = t[j] < lo ? t[j] : lo;
 #pragma omp simd
         for (int j = 0; j < 16; j++) {
@@ -174,6 +176,93 @@ static float pqfast_quantize16(const float *table, ptrdiff_t M, uint8_t *lut, fl
     }
     *bias = b;
     return scale;
+}
+
+#ifdef PQFAST_HAVE_X86
+/* The same with one table row (16 floats) per AVX-512 register: measured
+ * 250 -> 50 ns for M=16 against the compiler-vectorized loops above, which
+ * matters because this runs once per query and probed list. */
+__attribute__((target("avx512f"))) static float
+pqfast_quantize16_avx512(const float *table, ptrdiff_t M, uint8_t *lut, float *bias)
+{
+    float hi = 0, b = 0;
+    for (ptrdiff_t m = 0; m < M; m++) {
+        __m512 v = _mm512_loadu_ps(table + m * 16);
+        float lo = _mm512_reduce_min_ps(v), top = _mm512_reduce_max_ps(v);
+        b += lo;
+        hi = top - lo > hi ? top - lo : hi;
+    }
+    const float scale = hi > 0 ? 255.0f / hi : 0.0f;
+    const __m512 s = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f),
+                 cap = _mm512_set1_ps(255.0f);
+    for (ptrdiff_t m = 0; m < M; m++) {
+        __m512 v = _mm512_loadu_ps(table + m * 16);
+        __m512 lo = _mm512_set1_ps(_mm512_reduce_min_ps(v));
+        __m512 x = _mm512_min_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, lo), s), half), cap);
+        _mm_storeu_si128((__m128i *)(lut + m * 16), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(x)));
+    }
+    *bias = b;
+    return scale;
+}
+
+__attribute__((target("avx2"))) static inline float pqfast_hmin8(__m256 v)
+{
+    __m128 a = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_min_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_min_ss(a, _mm_movehdup_ps(a)));
+}
+
+__attribute__((target("avx2"))) static inline float pqfast_hmax8(__m256 v)
+{
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_max_ss(a, _mm_movehdup_ps(a)));
+}
+
+/* Two AVX2 registers a row (250 -> 75 ns for M=16). */
+__attribute__((target("avx2"))) static float
+pqfast_quantize16_avx2(const float *table, ptrdiff_t M, uint8_t *lut, float *bias)
+{
+    float hi = 0, b = 0;
+    for (ptrdiff_t m = 0; m < M; m++) {
+        __m256 v0 = _mm256_loadu_ps(table + m * 16), v1 = _mm256_loadu_ps(table + m * 16 + 8);
+        float lo = pqfast_hmin8(_mm256_min_ps(v0, v1));
+        float top = pqfast_hmax8(_mm256_max_ps(v0, v1));
+        b += lo;
+        hi = top - lo > hi ? top - lo : hi;
+    }
+    const float scale = hi > 0 ? 255.0f / hi : 0.0f;
+    const __m256 s = _mm256_set1_ps(scale), half = _mm256_set1_ps(0.5f),
+                 cap = _mm256_set1_ps(255.0f);
+    for (ptrdiff_t m = 0; m < M; m++) {
+        __m256 v0 = _mm256_loadu_ps(table + m * 16), v1 = _mm256_loadu_ps(table + m * 16 + 8);
+        __m256 lo = _mm256_set1_ps(pqfast_hmin8(_mm256_min_ps(v0, v1)));
+        __m256 x0 = _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v0, lo), s), half), cap);
+        __m256 x1 = _mm256_min_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v1, lo), s), half), cap);
+        /* 16 int32 -> 16 uint16 (packus works per 128-bit lane: reorder) -> bytes */
+        __m256i w = _mm256_packus_epi32(_mm256_cvttps_epi32(x0), _mm256_cvttps_epi32(x1));
+        w = _mm256_permute4x64_epi64(w, 0xD8);
+        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(lut + m * 16), bytes);
+    }
+    *bias = b;
+    return scale;
+}
+#endif
+
+/* The best quantizer for this CPU up to max_level (as pqfast_fs_block_impl). */
+typedef float (*pqfast_quantize_fn)(const float *, ptrdiff_t, uint8_t *, float *);
+
+static pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
+{
+#ifdef PQFAST_HAVE_X86
+    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+        return pqfast_quantize16_avx512;
+    if (max_level >= 1 && __builtin_cpu_supports("avx2"))
+        return pqfast_quantize16_avx2;
+#endif
+    (void)max_level;
+    return pqfast_quantize16_portable;
 }
 
 /* The best version for this CPU up to max_level (0 portable, 1 AVX2,
