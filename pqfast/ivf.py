@@ -649,7 +649,8 @@ class IndexIVFPQ(IndexIVF):
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
-            self.metric_type == METRIC_L2, nseg, sel, scratch(2 * pq.M * pq.ksub), D, I,
+            self.metric_type == METRIC_L2, nseg, sel, scratch(_ivf.work_columns(pq.M, pq.ksub)),
+            D, I,
         )  # fmt: skip
 
     def _range_codebook(self) -> tuple:

@@ -26,6 +26,11 @@ cdef extern from "simd.h" nogil:
                           float* out)
     void pqfast_adc8_block(const float* table, const uint8_t* codes, Py_ssize_t n,
                            Py_ssize_t M, float base, float* out)
+    void pqfast_adc8_block2(const float* t1, const float* t2, const uint8_t* codes,
+                            Py_ssize_t n, Py_ssize_t M, float base, float* out)
+    void pqfast_dot_tables(const float* x, Py_ssize_t ldx, Py_ssize_t nq,
+                           const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
+                           Py_ssize_t ksub, float scale, float* out, Py_ssize_t ldo)
     void pqfast_l2_from_dots(float* dist, const float* xnorm, float qn, Py_ssize_t n)
     void pqfast_negate(float* dist, Py_ssize_t n)
     float pqfast_min(const float* d, Py_ssize_t n)
@@ -211,19 +216,26 @@ cdef enum:
     SCAN_BLOCK = 256  # codes whose distances are computed before heap filtering
 
 
-cdef inline void adc_block(const float* table, const uint8_t* codes, Py_ssize_t nb,
-                           Py_ssize_t code_size, Py_ssize_t M, int nbits,
-                           Py_ssize_t ksub, float base, float* dist) noexcept nogil:
-    """dist[i] = base + ADC distance of code i, for nb <= SCAN_BLOCK codes."""
+cdef inline void adc_block(const float* table, const float* table2,
+                           const uint8_t* codes, Py_ssize_t nb, Py_ssize_t code_size,
+                           Py_ssize_t M, int nbits, Py_ssize_t ksub, float base,
+                           float* dist) noexcept nogil:
+    """dist[i] = base + ADC distance of code i, for nb <= SCAN_BLOCK codes.
+
+    With table2 (8-bit codes only) the table is table + table2, summed entry
+    by entry while scanning (see pqfast_adc8_block2)."""
     cdef Py_ssize_t i
-    if nbits == 8:
+    if table2 != NULL:
+        pqfast_adc8_block2(table, table2, codes, nb, M, base, dist)
+    elif nbits == 8:
         pqfast_adc8_block(table, codes, nb, M, base, dist)
     else:
         for i in range(nb):
             dist[i] = base + adc_distance(table, codes + i * code_size, M, nbits, ksub)
 
 
-cdef inline void scan_codes(const float* table, const uint8_t* codes,
+cdef inline void scan_codes(const float* table, const float* table2,
+                            const uint8_t* codes,
                             const int64_t* ids, int64_t id0, Py_ssize_t n,
                             Py_ssize_t code_size, Py_ssize_t M, int nbits,
                             Py_ssize_t ksub, float base, float* hd, int64_t* hi,
@@ -241,8 +253,8 @@ cdef inline void scan_codes(const float* table, const uint8_t* codes,
     b0 = 0
     while b0 < n:
         nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
-        adc_block(table, codes + b0 * code_size, nb, code_size, M, nbits, ksub, base,
-                  dist)
+        adc_block(table, table2, codes + b0 * code_size, nb, code_size, M, nbits, ksub,
+                  base, dist)
         if pqfast_min(dist, nb) <= hd[0]:
             for j in range(nb):
                 if dist[j] <= hd[0]:

@@ -30,9 +30,29 @@ from pqfast._kernels._common cimport (
     list_table,
     heap_sort,
     pqfast_dot_table,
+    pqfast_dot_tables,
     scan_codes,
     team_size,
 )
+
+
+cdef enum:
+    QUERY_BLOCK = 8   # queries whose tables are built together (pqfast_dot_tables)
+    SHORT_LIST = 128  # lists shorter than this are scanned with two tables (measured:
+                      # 0 -> 128 took M=32, nprobe 64, 26 codes a list from 76 to 45 ms;
+                      # always two tables made 780-code lists 1.5x slower)
+
+
+cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
+    """Query block size: tables of 16-bit codes (256 KiB a row) are built one
+    query at a time, to keep the scratch space small."""
+    return QUERY_BLOCK if ksub <= 256 else 1
+
+
+def work_columns(Py_ssize_t M, Py_ssize_t ksub):
+    """Scratch floats per thread that ivfpq_search needs: the query tables of
+    a block and one list table."""
+    return (max_block(ksub) + 1) * M * ksub
 
 
 def ivfpq_search(x,            # IN  (nq, d) float32 queries
@@ -47,7 +67,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  sizes,        # IN  (nlist,) int64 entries per list
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
                  sel,          # IN  id filter (kind, lo, hi, sorted ids)
-                 work,         # SCRATCH (n_threads, >= 2 * M * ksub) float32
+                 work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
                  D,            # OUT (nq * nseg, k) float32
                  I):           # OUT (nq * nseg, k) int64
     """Work item w scans query w // nseg's probe segment w % nseg into heap row w.
@@ -73,7 +93,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = M * ksub
-    cdef Py_ssize_t wcols = dim(work, 1), n_items = nq * nseg
+    cdef Py_ssize_t wcols = dim(work, 1), rows = nq * nseg
     cdef bint have_precomp = dim(precomp, 0) > 0
     # one list term per list, or (by_residual=False) one for every list
     cdef Py_ssize_t pstride = M * ksub if dim(precomp, 0) == nlist else 0
@@ -85,38 +105,56 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                                 and dim(precomp, 2) == ksub), "precomputed table")
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
-    expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
+    expect(nseg >= 1 and dim(D, 0) == rows and dim(I, 0) == rows
            and dim(I, 1) == k and k >= 1, "heap shapes")
-    expect(wcols >= 2 * mk, "work")
-    cdef Py_ssize_t w, q, s, p, l
+    expect(wcols >= (max_block(ksub) + 1) * mk, "work")
+    cdef Py_ssize_t w, q, s, p, l, i, q0, nqb
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
     cdef Selector selector = make_selector(sel)
+    # Work item w: queries q0 .. q0 + nqb - 1 (a block whose tables are built
+    # together, reading the codebook once), probe segment w % nseg.  Blocks
+    # shrink so that every thread still gets several items.
+    cdef Py_ssize_t qb = 1 if nseg > 1 else max(1, min(max_block(ksub), nq // (4 * nt)))
+    cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef float* qtab
     cdef float* ltab
     cdef const float* tab
+    cdef const float* tab2
+    cdef float* hd
+    cdef int64_t* hi
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
-        q = w // nseg
+        q0 = (w // nseg) * qb
+        nqb = min(qb, nq - q0)
         s = w % nseg
         qtab = wp + threadid() * wcols
-        ltab = qtab + mk
-        heap_init(Dp + w * k, Ip + w * k, k)
-        memset(qtab, 0, mk * sizeof(float))
-        pqfast_dot_table(xp + q * d, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0, qtab)
-        for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
-            l = pp[q * nprobe + p]
-            if l < 0 or szp[l] == 0:
-                continue
-            tab = list_table(qtab, prep + l * pstride if have_precomp else NULL, ynp,
-                             centp + l * d, cbtp, M, dsub, ksub, l2, ltab)
-            scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
-                       <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
-                       M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k,
-                       &selector)
-        if nseg == 1:
-            heap_sort(Dp + w * k, Ip + w * k, k)
+        ltab = qtab + qb * mk
+        memset(qtab, 0, nqb * mk * sizeof(float))
+        pqfast_dot_tables(xp + q0 * d, d, nqb, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0,
+                          qtab, mk)
+        for i in range(nqb):
+            q = q0 + i
+            hd = Dp + (q * nseg + s) * k
+            hi = Ip + (q * nseg + s) * k
+            heap_init(hd, hi, k)
+            for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
+                l = pp[q * nprobe + p]
+                if l < 0 or szp[l] == 0:
+                    continue
+                tab2 = NULL
+                if l2 and have_precomp and nbits == 8 and szp[l] < SHORT_LIST:
+                    tab = qtab + i * mk  # scanned as query table + list term
+                    tab2 = prep + l * pstride
+                else:
+                    tab = list_table(qtab + i * mk, prep + l * pstride if have_precomp else NULL,
+                                     ynp, centp + l * d, cbtp, M, dsub, ksub, l2, ltab)
+                scan_codes(tab, tab2, <const uint8_t*><uintptr_t>cptr[l],
+                           <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
+                           M, nbits, ksub, cp[q * nprobe + p], hd, hi, k, &selector)
+            if nseg == 1:
+                heap_sort(hd, hi, k)
 
 
 def ivfflat_search(x,          # IN  (nq, d) float32 queries

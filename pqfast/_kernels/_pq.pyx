@@ -208,7 +208,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         lo = n * s // nseg
         hi = n * (s + 1) // nseg
         if hi > lo:
-            scan_codes(table, cp + lo * cs, NULL, lo, hi - lo, cs, M, nbits, ksub,
+            scan_codes(table, NULL, cp + lo * cs, NULL, lo, hi - lo, cs, M, nbits, ksub,
                        base, Dp + w * k, Ip + w * k, k, &selector)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)

@@ -202,7 +202,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
             while b0 < szp[l]:
                 nb = min(<Py_ssize_t>SCAN_BLOCK, szp[l] - b0)
                 if is_pq:
-                    adc_block(tab, rows + b0 * code_size, nb, code_size, M, nbits,
+                    adc_block(tab, NULL, rows + b0 * code_size, nb, code_size, M, nbits,
                               ksub, cp[q * nprobe + p], dist)
                 elif l2:
                     pqfast_l2sq_rows(xp + q * d, <const float*>rows + b0 * d, nb, d,
