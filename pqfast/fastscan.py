@@ -107,19 +107,22 @@ class IndexPQFastScan:
     def add(self, x: ArrayLike) -> None:
         """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
         self._check_trained("add")
-        x = check_vectors(x, self.d)
-        new = self.pq.unpack(self.pq.compute_codes(x)).astype(np.uint8)
+        self._add_codes(self.pq.compute_codes(check_vectors(x, self.d)))
+
+    def _add_codes(self, codes: NDArray[np.uint8]) -> None:
+        """Append vectors given as flat codes of shape (n, code_size) (as sa_encode)."""
+        new = self.pq.unpack(codes).astype(np.uint8)
         # the last block may be partial: repack it together with the new codes
         tail = self._ntotal % _BLOCK
         start = self._ntotal - tail
-        codes = np.concatenate([self._sub_codes(start, tail), new])
-        blocks = np.empty((-(-codes.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
-        _fastscan.pack_blocks(codes, blocks)
+        sub = np.concatenate([self._sub_codes(start, tail), new])
+        blocks = np.empty((-(-sub.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
+        _fastscan.pack_blocks(sub, blocks)
         kept = start // _BLOCK
         self._blocks.reserve(kept + blocks.shape[0])  # may fail: nothing changed yet
         self._blocks.size = kept
         self._blocks.append(blocks)
-        self._ntotal += x.shape[0]
+        self._ntotal += new.shape[0]
 
     def search(
         self, x: ArrayLike, k: int, *, params: SearchParameters | None = None

@@ -23,10 +23,22 @@ class IndexIDMap:
     def __init__(self, index: object) -> None:
         if index.ntotal:
             raise ValueError("IndexIDMap needs an empty index.")
+        self._attach(index, np.empty(0, np.int64))
+
+    @classmethod
+    def _from_parts(cls, index: object, ids: ArrayLike) -> IndexIDMap:
+        """An IndexIDMap over a filled `index` whose vector i has user id ids[i]
+        (for loading; `ids` is held without a copy when already int64)."""
+        out = cls.__new__(cls)
+        out._attach(index, check_ids(ids, index.ntotal, "id_map"))
+        return out
+
+    def _attach(self, index: object, ids: NDArray[np.int64]) -> None:
         self.index = index
         self.d = index.d
         self.metric_type = index.metric_type
         self._ids = RowBuffer(0, np.int64)
+        self._ids.wrap(ids)
 
     is_trained = property(lambda self: self.index.is_trained)
     ntotal = property(lambda self: self.index.ntotal)

@@ -33,6 +33,7 @@ from typing import IO, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
+from pqfast._validation import CorruptIndexError
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2
 from pqfast.ivf import IndexIVFFlat, IndexIVFPQ
@@ -45,10 +46,6 @@ IO_FLAG_MMAP = 1
 IO_FLAG_READ_ONLY = 2
 _ALIGN = 64
 _DTYPES = {"<f4": np.float32, "<i8": np.int64, "|u1": np.uint8}
-
-
-class CorruptIndexError(ValueError):
-    """An index file is truncated, corrupt, of another version or not an index."""
 
 
 # ----------------------------------------------------------------- state
