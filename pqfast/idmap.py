@@ -71,8 +71,9 @@ class IndexIDMap:
         if params is not None and params.sel is not None:
             raise ValueError("IndexIDMap: id selectors are not supported here yet.")
         D, I = self.index.search(x, k)
-        ids = self._ids.view()
-        return D, np.where(I >= 0, ids[np.maximum(I, 0)], -1)
+        found = I >= 0
+        I[found] = self._ids.view()[I[found]]
+        return D, I
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         key = check_key(key)
