@@ -22,6 +22,9 @@ problem; nothing in a file is executed (no pickle).
 ``read_index(path, IO_FLAG_MMAP)`` maps the arrays (copy-on-write) instead of
 reading them, so an index larger than RAM can be searched; adding to a
 memory-mapped list copies that list into memory.
+
+``read_index`` and ``deserialize_index`` also load files written by faiss
+(recognized by their leading fourcc; see `pqfast.faiss_format`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._validation import CorruptIndexError
+from pqfast.faiss_format import is_faiss_file, read_faiss_index
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2
 from pqfast.idmap import IndexIDMap
@@ -175,7 +179,7 @@ def _parse(buf: memoryview | mmap.mmap, where: str) -> tuple[str, dict, list, in
 
     size = len(buf)
     if size < 20 or bytes(buf[:8]) != MAGIC:
-        raise bad("wrong magic (not a pqfast index, or empty)")
+        raise bad("wrong magic (not a pqfast or faiss index, or empty)")
     version, hlen = struct.unpack("<II", bytes(buf[8:16]))
     if version != VERSION:
         raise bad(f"format version {version}, this pqfast reads version {VERSION}")
@@ -338,13 +342,25 @@ def _fill_ivf(index: IndexIVFPQ, params: dict, arrays: dict, where: str) -> None
 
 
 def read_index(path: str | os.PathLike | IO[bytes], io_flags: int = 0) -> object:
-    """Load an index written by write_index.
+    """Load an index written by write_index, or by faiss's own write_index.
+
+    A file starting with a faiss class's four-character code is read by
+    `pqfast.faiss_format` into the pqfast equivalent (IndexFlatL2/IP,
+    IndexPQ, IndexIVFFlat, IndexIVFPQ, IndexPreTransform over an OPQ
+    rotation, IndexIDMap/IDMap2); other faiss classes or options raise
+    UnsupportedIndexError (a ValueError) naming them.
 
     Parameters
     ----------
     path : str, path-like or binary file object
     io_flags : int
-        IO_FLAG_MMAP maps the arrays (copy-on-write) instead of reading them.
+        IO_FLAG_MMAP maps the arrays (copy-on-write) instead of reading them;
+        faiss files are always read into memory (the flag is ignored).
+
+    Raises
+    ------
+    CorruptIndexError
+        The file is truncated, corrupt, or neither a pqfast nor a faiss index.
     """
     if hasattr(path, "read"):
         data = path.read()
@@ -360,6 +376,8 @@ def read_index(path: str | os.PathLike | IO[bytes], io_flags: int = 0) -> object
 def _load(buf, path: str | None, where: str, use_mmap: bool) -> object:
     view = memoryview(buf)  # slices of it are not copies
     try:
+        if is_faiss_file(view):
+            return read_faiss_index(view, where)
         kind, params, entries, _ = _parse(view, where)
         arrays = _arrays(entries, view, path, use_mmap)
     finally:
@@ -368,7 +386,7 @@ def _load(buf, path: str | None, where: str, use_mmap: bool) -> object:
 
 
 def deserialize_index(data: NDArray[np.uint8] | bytes) -> object:
-    """Inverse of serialize_index."""
+    """Inverse of serialize_index (also reads faiss.serialize_index's output)."""
     buf = np.ascontiguousarray(np.frombuffer(data, np.uint8) if isinstance(data, bytes)
                                else np.asarray(data, np.uint8))  # fmt: skip
     return _load(memoryview(buf).cast("B"), None, "<serialized index>", False)
