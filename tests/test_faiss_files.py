@@ -11,6 +11,16 @@ import pqfast
 
 faiss = pytest.importorskip("faiss")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _faiss_single_thread():
+    """faiss's OpenMP threads spin on a busy machine; these tests check contents."""
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(n)
+
+
 D = 32
 
 

@@ -9,6 +9,15 @@ import pqfast
 faiss = pytest.importorskip("faiss")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _faiss_single_thread():
+    """faiss's OpenMP threads spin on a busy machine; these tests check contents."""
+    n = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def data(embeddings):
     return embeddings[:3000], embeddings[5000:5030]
@@ -83,12 +92,13 @@ def more_indexes(request, data):
     ivfflat.nprobe = 3
     rotation = faiss.OPQMatrix(384, 16, 64)
     rotation.niter, rotation.niter_pq_0, rotation.niter_pq = 4, 4, 2
+    rotation.train(xb[:1000])  # IndexPreTransform.train keeps a trained rotation
     inner = faiss.IndexIVFPQ(faiss.IndexFlat(64, metric), 64, 16, 16, 8, metric)
     inner.nprobe = 4
     opq = faiss.IndexPreTransform(rotation, inner)
     opq.train(xb)
     opq.add(xb)
-    idmap = faiss.IndexIDMap(faiss.IndexPQ(384, 16, 8, metric))
+    idmap = faiss.IndexIDMap(faiss.IndexPQ(384, 16, 6, metric))
     idmap.train(xb)
     idmap.add_with_ids(xb, np.arange(len(xb)) * 5 + 2)
     idmap_flat = faiss.IndexIDMap2(faiss.IndexFlat(384, metric))
