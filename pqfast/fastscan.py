@@ -109,15 +109,15 @@ class IndexPQFastScan:
         self._check_trained("add")
         self._add_codes(self.pq.compute_codes(check_vectors(x, self.d)))
 
-    def _add_codes(self, codes: NDArray[np.uint8]) -> None:
+    def _add_codes(self, flat: NDArray[np.uint8]) -> None:
         """Append vectors given as flat codes of shape (n, code_size) (as sa_encode)."""
-        new = self.pq.unpack(codes).astype(np.uint8)
+        new = self.pq.unpack(flat).astype(np.uint8)
         # the last block may be partial: repack it together with the new codes
         tail = self._ntotal % _BLOCK
         start = self._ntotal - tail
-        sub = np.concatenate([self._sub_codes(start, tail), new])
-        blocks = np.empty((-(-sub.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
-        _fastscan.pack_blocks(sub, blocks)
+        codes = np.concatenate([self._sub_codes(start, tail), new])
+        blocks = np.empty((-(-codes.shape[0] // _BLOCK), self.pq.M * 16), np.uint8)
+        _fastscan.pack_blocks(codes, blocks)
         kept = start // _BLOCK
         self._blocks.reserve(kept + blocks.shape[0])  # may fail: nothing changed yet
         self._blocks.size = kept
