@@ -91,12 +91,8 @@ def _ivf_from(faiss, index) -> IndexIVF:
             f"from_faiss: only flat coarse quantizers are supported, got "
             f"{type(quantizer).__name__}."
         )
-    q, d, nlist, metric = (
-        _flat_from(faiss, quantizer),
-        index.d,
-        index.nlist,
-        index.metric_type,
-    )
+    q = _flat_from(faiss, quantizer)
+    d, nlist, metric = index.d, index.nlist, index.metric_type
     if isinstance(index, faiss.IndexIVFFlat):
         out = IndexIVFFlat(q, d, nlist, metric)
     else:
