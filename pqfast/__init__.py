@@ -7,6 +7,7 @@ from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._threads import omp_get_max_threads, omp_set_num_threads
 from pqfast._validation import IdNotFoundError, NotTrainedError
 from pqfast.factory import index_factory
+from pqfast.faiss_format import UnsupportedIndexError
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2, knn, normalize_L2
 from pqfast.idmap import IndexIDMap
@@ -47,6 +48,7 @@ __all__ = [
     "IO_FLAG_MMAP",
     "IO_FLAG_READ_ONLY",
     "CorruptIndexError",
+    "UnsupportedIndexError",
     "deserialize_index",
     "from_faiss",
     "to_faiss",

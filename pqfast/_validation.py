@@ -30,6 +30,10 @@ class IdNotFoundError(KeyError, RuntimeError):
     """
 
 
+class CorruptIndexError(ValueError):
+    """An index file is truncated, corrupt, of another version or not an index."""
+
+
 def check_key(key: object, ntotal: int | None = None) -> int:
     """Return an integer id; with `ntotal`, one in [0, ntotal)."""
     if isinstance(key, bool) or not isinstance(key, numbers.Integral):

@@ -103,10 +103,11 @@ class IndexPQFastScan:
     def add(self, x: ArrayLike) -> None:
         """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
         self._check_trained("add")
-        x = check_vectors(x, self.d)
-        self._codes.append_sub(
-            self.pq.unpack(self.pq.compute_codes(x)).astype(np.uint8)
-        )
+        self._add_codes(self.pq.compute_codes(check_vectors(x, self.d)))
+
+    def _add_codes(self, flat: NDArray[np.uint8]) -> None:
+        """Append vectors given as flat codes of shape (n, code_size) (as sa_encode)."""
+        self._codes.append(flat)
 
     def search(
         self, x: ArrayLike, k: int, *, params: SearchParameters | None = None

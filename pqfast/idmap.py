@@ -32,10 +32,22 @@ class IndexIDMap:
     def __init__(self, index: object) -> None:
         if index.ntotal:
             raise ValueError("IndexIDMap needs an empty index.")
+        self._attach(index, np.empty(0, np.int64))
+
+    @classmethod
+    def _from_parts(cls, index: object, ids: ArrayLike) -> IndexIDMap:
+        """An IndexIDMap over a filled `index` whose vector i has user id ids[i]
+        (for loading; `ids` is held without a copy when already int64)."""
+        out = cls.__new__(cls)
+        out._attach(index, check_ids(ids, index.ntotal, "id_map"))
+        return out
+
+    def _attach(self, index: object, ids: NDArray[np.int64]) -> None:
         self.index = index
         self.d = index.d
         self.metric_type = index.metric_type
         self._ids = RowBuffer(0, np.int64)
+        self._ids.wrap(ids)
 
     is_trained = property(lambda self: self.index.is_trained)
     ntotal = property(lambda self: self.index.ntotal)
@@ -75,8 +87,10 @@ class IndexIDMap:
         return replace(params, sel=IDSelectorBitmap(bitmap))
 
     def _user_ids(self, I: NDArray[np.int64]) -> NDArray[np.int64]:
-        ids = self._ids.view()
-        return np.where(I >= 0, ids[np.maximum(I, 0)], -1)
+        """Positions to user ids, in place; -1 stays -1 (also when empty)."""
+        found = I >= 0
+        I[found] = self._ids.view()[I[found]]
+        return I
 
     def search(
         self, x: ArrayLike, k: int, *, params: SearchParameters | None = None

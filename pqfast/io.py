@@ -10,12 +10,21 @@ File format (version 1), all integers little-endian::
     then         the arrays' raw bytes, each at a 64-byte aligned offset
 
 Each entry of "arrays" gives name, dtype ("<f4", "<i8", "|u1"), shape, offset
-and the CRC-32 of its bytes.  Reading checks the magic, the version, both kinds
-of checksum, every offset and every shape against the parameters, and raises a
-ValueError naming the problem; nothing in a file is executed (no pickle).
+and the CRC-32 of its bytes.  A wrapper (IndexPreTransform, IndexIDMap) nests
+the wrapped index's {"type", "params"} under params["index"] and stores that
+index's arrays with the prefix "index." next to its own ("R", the OPQ
+rotation; "id_map"); this added types, not a new layout, so the version is
+still 1 (an older pqfast rejects such a file as of an unknown type).
+
+Reading checks the magic, the version, both kinds of checksum, every offset
+and every shape against the parameters, and raises a ValueError naming the
+problem; nothing in a file is executed (no pickle).
 ``read_index(path, IO_FLAG_MMAP)`` maps the arrays (copy-on-write) instead of
 reading them, so an index larger than RAM can be searched; adding to a
 memory-mapped list copies that list into memory.
+
+``read_index`` and ``deserialize_index`` also load files written by faiss
+(recognized by their leading fourcc; see `pqfast.faiss_format`).
 """
 
 from __future__ import annotations
@@ -33,11 +42,15 @@ from typing import IO, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
+from pqfast._validation import CorruptIndexError
+from pqfast.faiss_format import is_faiss_file, read_faiss_index
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2
+from pqfast.idmap import IndexIDMap
 from pqfast.ivf import IndexIVFFlat, IndexIVFPQ
 from pqfast.kmeans import ClusteringParameters
 from pqfast.pq import IndexPQ
+from pqfast.transform import IndexPreTransform, OPQMatrix
 
 MAGIC = b"PQFASTIX"
 VERSION = 1
@@ -45,10 +58,11 @@ IO_FLAG_MMAP = 1
 IO_FLAG_READ_ONLY = 2
 _ALIGN = 64
 _DTYPES = {"<f4": np.float32, "<i8": np.int64, "|u1": np.uint8}
-
-
-class CorruptIndexError(ValueError):
-    """An index file is truncated, corrupt, of another version or not an index."""
+_OPQ_SETTINGS = ("niter", "niter_pq", "niter_pq_0", "max_train_points", "seed")
+_PLAIN_TYPES = {cls.__name__: cls for cls in (
+    IndexFlat, IndexFlatL2, IndexFlatIP, IndexPQ, IndexPQFastScan, IndexIVFPQ,
+    IndexIVFPQFastScan, IndexIVFFlat)}  # fmt: skip
+_MAX_NESTING = 8  # wrappers (IndexPreTransform, IndexIDMap) around one index
 
 
 # ----------------------------------------------------------------- state
@@ -64,8 +78,28 @@ def _pq_state(index) -> tuple[dict, dict]:
     return params, arrays
 
 
+def _nested_state(index: IndexPreTransform | IndexIDMap) -> tuple[str, dict, dict]:
+    """The wrapped index's state under params["index"] and arrays "index.*"."""
+    kind, params, arrays = _state(index.index)
+    arrays = {f"index.{name}": a for name, a in arrays.items()}
+    params = {"index": {"type": kind, "params": params}}
+    if type(index) is IndexIDMap:
+        return "IndexIDMap", params, {"id_map": index._ids.view(), **arrays}
+    t = index.transform
+    params["transform"] = {"type": "OPQMatrix", "d_in": t.d_in, "d_out": t.d_out,
+                           "M": t.M, "trained": t.is_trained,
+                           **{k: getattr(t, k) for k in _OPQ_SETTINGS}}  # fmt: skip
+    if t.is_trained:
+        arrays["R"] = t.R
+    return "IndexPreTransform", params, arrays
+
+
 def _state(index: object) -> tuple[str, dict, dict]:
     """(type name, JSON-able parameters, arrays) of a supported index."""
+    if type(index) in (IndexPreTransform, IndexIDMap):
+        if type(index) is IndexPreTransform and type(index.transform) is not OPQMatrix:
+            raise TypeError("write_index saves IndexPreTransform over an OPQMatrix.")
+        return _nested_state(index)
     if type(index) in (IndexFlat, IndexFlatL2, IndexFlatIP):
         params, arrays = _flat_state(index)
         return type(index).__name__, params, arrays
@@ -94,6 +128,7 @@ def _state(index: object) -> tuple[str, dict, dict]:
             nlist=index.nlist, nprobe=index.nprobe, next_id=index._next_id,
             cp=asdict(index.cp), quantizer_metric=index.quantizer.metric_type,
             use_precomputed_table=getattr(index, "use_precomputed_table", 0),
+            by_residual=getattr(index, "by_residual", True),
         )  # fmt: skip
         arrays.update(
             quantizer=index.quantizer._xb.view(),
@@ -126,7 +161,8 @@ def _write(index: object, f: BinaryIO) -> None:
 
 def write_index(index: object, path_or_file: str | os.PathLike | IO[bytes]) -> None:
     """Save an index (IndexFlat*, IndexPQ, IndexPQFastScan, IndexIVFPQ,
-    IndexIVFPQFastScan, IndexIVFFlat) to a path or a binary file object."""
+    IndexIVFPQFastScan, IndexIVFFlat, and IndexPreTransform over an OPQMatrix
+    or IndexIDMap wrapping any of these) to a path or a binary file object."""
     if hasattr(path_or_file, "write"):
         _write(index, path_or_file)
         return
@@ -148,7 +184,7 @@ def _parse(buf: memoryview | mmap.mmap, where: str) -> tuple[str, dict, list, in
 
     size = len(buf)
     if size < 20 or bytes(buf[:8]) != MAGIC:
-        raise bad("wrong magic (not a pqfast index, or empty)")
+        raise bad("wrong magic (not a pqfast or faiss index, or empty)")
     version, hlen = struct.unpack("<II", bytes(buf[8:16]))
     if version != VERSION:
         raise bad(f"format version {version}, this pqfast reads version {VERSION}")
@@ -209,57 +245,80 @@ def _need(arrays: dict, name: str, shape: tuple, where: str) -> NDArray:
     return a
 
 
-def _build(kind: str, params: dict, arrays: dict, where: str) -> object:
+def _build(kind: str, params: dict, arrays: dict, where: str, depth: int = 0) -> object:
+    """The index described by a header's type and parameters, over `arrays`."""
     try:
-        if kind in ("IndexFlat", "IndexFlatL2", "IndexFlatIP"):
-            index = IndexFlat(params["d"], params["metric"])
-            index.__class__ = {
-                "IndexFlatL2": IndexFlatL2,
-                "IndexFlatIP": IndexFlatIP,
-            }.get(kind, IndexFlat)
-            xb = _need(arrays, "xb", (None, index.d), where)
-            index._xb.wrap(xb)
-            index._norms.wrap(np.einsum("ij,ij->i", xb, xb))
-            return index
-        if kind == "IndexIVFFlat":
-            quantizer = IndexFlat(params["d"], params["quantizer_metric"])
-            index = IndexIVFFlat(
-                quantizer, params["d"], params["nlist"], params["metric"]
-            )
-            _fill_ivf(index, params, arrays, where)
-            return index
-        cp = ClusteringParameters(**params["pq_cp"])
-        d, M, nbits, metric = (
-            params["d"],
-            params["M"],
-            params["nbits"],
-            params["metric"],
-        )
-        if kind == "IndexPQ":
-            index = IndexPQ(d, M, nbits, metric)
-        elif kind == "IndexPQFastScan":
-            index = IndexPQFastScan(d, M, nbits, metric)
-        elif kind in ("IndexIVFPQ", "IndexIVFPQFastScan"):
-            quantizer = IndexFlat(d, params["quantizer_metric"])
-            cls = IndexIVFPQ if kind == "IndexIVFPQ" else IndexIVFPQFastScan
-            index = cls(quantizer, d, params["nlist"], M, nbits, metric)
-        else:
-            raise CorruptIndexError(f"{where}: unknown index type {kind!r}.")
-        index.pq.cp = cp
-        if params["trained"]:
-            shape = (index.pq.M, index.pq.ksub, index.pq.dsub)
-            index.pq.centroids = _need(arrays, "centroids", shape, where)
-        if kind == "IndexPQ":
-            index._codes.wrap(_need(arrays, "codes", (None, index.code_size), where))
-        elif kind == "IndexPQFastScan":
-            ntotal = int(params["ntotal"])
-            blocks = _need(arrays, "blocks", (-(-ntotal // 32), M * 16), where)
-            index._codes.wrap(blocks, ntotal)
-        else:
-            _fill_ivf(index, params, arrays, where)
-        return index
-    except (KeyError, TypeError) as exc:
+        if kind in ("IndexPreTransform", "IndexIDMap"):
+            return _build_nested(kind, params, arrays, where, depth)
+        return _build_plain(kind, params, arrays, where)
+    except CorruptIndexError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
         raise CorruptIndexError(f"{where}: missing or bad parameter ({exc}).") from None
+
+
+def _build_nested(kind: str, params: dict, arrays: dict, where: str, depth: int):
+    if depth >= _MAX_NESTING:
+        raise CorruptIndexError(f"{where}: indexes nested too deeply.")
+    sub = params["index"]
+    inner_arrays = {k[6:]: a for k, a in arrays.items() if k.startswith("index.")}
+    inner = _build(sub["type"], sub["params"], inner_arrays, where, depth + 1)
+    if kind == "IndexIDMap":
+        ids = _need(arrays, "id_map", (inner.ntotal,), where)
+        return IndexIDMap._from_parts(inner, ids)
+    t = params["transform"]
+    if t["type"] != "OPQMatrix":
+        raise CorruptIndexError(f"{where}: unknown transform {t['type']!r}.")
+    opq = OPQMatrix(t["d_in"], t["M"], t["d_out"])
+    for name in _OPQ_SETTINGS:
+        setattr(opq, name, int(t[name]))
+    if t["trained"]:
+        opq.R = np.array(_need(arrays, "R", (opq.d_in, opq.d_out), where))
+    return IndexPreTransform(opq, inner)
+
+
+def _build_plain(kind: str, params: dict, arrays: dict, where: str) -> object:
+    if kind not in _PLAIN_TYPES:
+        raise CorruptIndexError(f"{where}: unknown index type {kind!r}.")
+    if kind in ("IndexFlat", "IndexFlatL2", "IndexFlatIP"):
+        index = IndexFlat(params["d"], params["metric"])
+        index.__class__ = {
+            "IndexFlatL2": IndexFlatL2,
+            "IndexFlatIP": IndexFlatIP,
+        }.get(kind, IndexFlat)
+        xb = _need(arrays, "xb", (None, index.d), where)
+        index._xb.wrap(xb)
+        index._norms.wrap(np.einsum("ij,ij->i", xb, xb))
+        return index
+    if kind == "IndexIVFFlat":
+        quantizer = IndexFlat(params["d"], params["quantizer_metric"])
+        index = IndexIVFFlat(quantizer, params["d"], params["nlist"], params["metric"])
+        _fill_ivf(index, params, arrays, where)
+        return index
+    cp = ClusteringParameters(**params["pq_cp"])
+    d, M, nbits, metric = params["d"], params["M"], params["nbits"], params["metric"]
+    if kind == "IndexPQ":
+        index = IndexPQ(d, M, nbits, metric)
+    elif kind == "IndexPQFastScan":
+        index = IndexPQFastScan(d, M, nbits, metric)
+    else:
+        quantizer = IndexFlat(d, params["quantizer_metric"])
+        cls = IndexIVFPQ if kind == "IndexIVFPQ" else IndexIVFPQFastScan
+        index = cls(quantizer, d, params["nlist"], M, nbits, metric)
+        index.by_residual = bool(params.get("by_residual", True))  # (older files: True)
+    index.pq.cp = cp
+    if params["trained"]:
+        shape = (index.pq.M, index.pq.ksub, index.pq.dsub)
+        index.pq.centroids = _need(arrays, "centroids", shape, where)
+    if kind == "IndexPQ":
+        index._codes.wrap(_need(arrays, "codes", (None, index.code_size), where))
+    elif kind == "IndexPQFastScan":
+        ntotal = int(params["ntotal"])
+        blocks = _need(arrays, "blocks", (-(-ntotal // 32), M * 16), where)
+        index._codes.wrap(blocks, ntotal)
+    else:
+        _fill_ivf(index, params, arrays, where)
+    return index
 
 
 def _fill_ivf(index: IndexIVFPQ, params: dict, arrays: dict, where: str) -> None:
@@ -286,13 +345,25 @@ def _fill_ivf(index: IndexIVFPQ, params: dict, arrays: dict, where: str) -> None
 
 
 def read_index(path: str | os.PathLike | IO[bytes], io_flags: int = 0) -> object:
-    """Load an index written by write_index.
+    """Load an index written by write_index, or by faiss's own write_index.
+
+    A file starting with a faiss class's four-character code is read by
+    `pqfast.faiss_format` into the pqfast equivalent (IndexFlatL2/IP,
+    IndexPQ, IndexIVFFlat, IndexIVFPQ, IndexPreTransform over an OPQ
+    rotation, IndexIDMap/IDMap2); other faiss classes or options raise
+    UnsupportedIndexError (a ValueError) naming them.
 
     Parameters
     ----------
     path : str, path-like or binary file object
     io_flags : int
-        IO_FLAG_MMAP maps the arrays (copy-on-write) instead of reading them.
+        IO_FLAG_MMAP maps the arrays (copy-on-write) instead of reading them;
+        faiss files are always read into memory (the flag is ignored).
+
+    Raises
+    ------
+    CorruptIndexError
+        The file is truncated, corrupt, or neither a pqfast nor a faiss index.
     """
     if hasattr(path, "read"):
         data = path.read()
@@ -308,6 +379,8 @@ def read_index(path: str | os.PathLike | IO[bytes], io_flags: int = 0) -> object
 def _load(buf, path: str | None, where: str, use_mmap: bool) -> object:
     view = memoryview(buf)  # slices of it are not copies
     try:
+        if is_faiss_file(view):
+            return read_faiss_index(view, where)
         kind, params, entries, _ = _parse(view, where)
         arrays = _arrays(entries, view, path, use_mmap)
     finally:
@@ -316,7 +389,7 @@ def _load(buf, path: str | None, where: str, use_mmap: bool) -> object:
 
 
 def deserialize_index(data: NDArray[np.uint8] | bytes) -> object:
-    """Inverse of serialize_index."""
+    """Inverse of serialize_index (also reads faiss.serialize_index's output)."""
     buf = np.ascontiguousarray(np.frombuffer(data, np.uint8) if isinstance(data, bytes)
                                else np.asarray(data, np.uint8))  # fmt: skip
     return _load(memoryview(buf).cast("B"), None, "<serialized index>", False)
@@ -327,6 +400,5 @@ def _reduce(index: object) -> tuple:
 
 
 # Pickling goes through the file format: no pickled code objects inside.
-for _cls in (IndexFlat, IndexFlatL2, IndexFlatIP, IndexPQ, IndexPQFastScan, IndexIVFPQ,
-             IndexIVFPQFastScan, IndexIVFFlat):  # fmt: skip
+for _cls in (*_PLAIN_TYPES.values(), IndexPreTransform, IndexIDMap):
     copyreg.pickle(_cls, _reduce)

@@ -408,17 +408,37 @@ class IndexIVF:
         ):
             raise ValueError("merge_from needs the same PQ codebooks and by_residual.")
         inv = other.invlists
-        sizes = np.array(inv.sizes)
-        if sizes.sum() == 0:
+        if inv.sizes.sum() == 0:
             return
         codes = np.concatenate([inv.get_codes(i) for i in range(self.nlist)])
         ids = np.concatenate([inv.get_ids(i) for i in range(self.nlist)]) + int(add_id)
         if ids.min() < 0:
             raise ValueError("merge_from: shifted ids must stay >= 0.")
-        self.invlists.add_entries(np.repeat(np.arange(self.nlist), sizes), codes, ids)
-        self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._direct_map = None
+        self._add_encoded(np.repeat(np.arange(self.nlist), inv.sizes), codes, ids)
         other.reset()
+
+    def _add_encoded(
+        self,
+        list_nos: NDArray[np.int64],
+        codes: NDArray[np.uint8],
+        ids: NDArray[np.int64],
+    ) -> None:
+        """Append already encoded entries (e.g. loaded from faiss) to their lists.
+
+        Parameters
+        ----------
+        list_nos : ndarray of shape (n,), int64, values in [0, nlist)
+        codes : ndarray of shape (n, code_size), uint8
+        ids : ndarray of shape (n,), non-negative int64
+        """
+        ids = check_ids(ids, len(list_nos))
+        list_nos = np.asarray(list_nos, np.int64)
+        self._check_list_nos(list_nos)
+        codes = np.asarray(codes, np.uint8).reshape(len(list_nos), self.code_size)
+        self.invlists.add_entries(list_nos, codes, ids)
+        if ids.size:
+            self._next_id = max(self._next_id, int(ids.max()) + 1)
+        self._direct_map = None
 
     def reset(self) -> None:
         """Remove every vector (training is kept)."""
@@ -649,8 +669,8 @@ class IndexIVFPQ(IndexIVF):
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
-            self.metric_type == METRIC_L2, nseg, sel, scratch(_ivf.work_columns(pq.M, pq.ksub)),
-            D, I,
+            self.metric_type == METRIC_L2, nseg, sel,
+            scratch(_ivf.work_columns(pq.M, pq.ksub)), D, I,
         )  # fmt: skip
 
     def _range_codebook(self) -> tuple:

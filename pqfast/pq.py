@@ -158,6 +158,17 @@ class ProductQuantizer:
         _pq.unpack_codes(codes, self.nbits, idx)
         return idx
 
+    def pack(self, idx: ArrayLike) -> NDArray[np.uint8]:
+        """Packed codes of shape (n, code_size) from sub-code indices (n, M)."""
+        idx = np.asarray(idx)
+        if idx.ndim != 2 or idx.shape[1] != self.M:
+            raise ValueError(f"idx must have shape (n, M={self.M}), got {idx.shape}.")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.ksub):
+            raise ValueError(f"sub-codes must be in [0, ksub={self.ksub}).")
+        codes = np.empty((idx.shape[0], self.code_size), np.uint8)
+        _pq.pack_codes(np.ascontiguousarray(idx, np.uint16), self.nbits, codes)
+        return codes
+
     def decode(self, codes: ArrayLike) -> NDArray[np.float32]:
         """Reconstruct vectors of shape (n, d) from packed codes."""
         self._check_trained()

@@ -54,6 +54,25 @@ class OPQMatrix:
         self.verbose = False
         self.R: NDArray[np.float32] | None = None
 
+    @classmethod
+    def _from_A(cls, A: ArrayLike, M: int = 1) -> OPQMatrix:
+        """A trained OPQMatrix from faiss's matrix A of shape (d_out, d_in), y = A x.
+
+        Raises a ValueError unless A's rows are orthonormal (a rotation, as OPQ
+        learns): other linear transforms are not supported.
+        """
+        A = np.asarray(A, dtype=np.float32)
+        if A.ndim != 2 or not np.isfinite(A).all():
+            raise ValueError(f"A must be a finite 2-D matrix, got shape {A.shape}.")
+        if np.abs(A @ A.T - np.eye(A.shape[0])).max(initial=0) > 1e-3:
+            raise ValueError(
+                "only orthonormal linear transforms (OPQ rotations) are supported; "
+                "this one is not orthonormal."
+            )
+        out = cls(A.shape[1], M, A.shape[0])
+        out.R = np.ascontiguousarray(A.T)
+        return out
+
     @property
     def is_trained(self) -> bool:
         return self.R is not None

@@ -15,7 +15,9 @@ def test_table_quantizer_simd_matches_portable(rng, M):
     """8-bit tables: each row's minimum subtracted, one shared scale; every
     SIMD level gives the portable result, and the rounding error of an entry
     is at most half a step."""
-    table = (rng.standard_normal((M, 16)) * rng.uniform(0.1, 3, (M, 1))).astype(np.float32)
+    table = (rng.standard_normal((M, 16)) * rng.uniform(0.1, 3, (M, 1))).astype(
+        np.float32
+    )
     results = []
     for level in (0, 1, 2):
         lut = np.empty((M, 16), np.uint8)

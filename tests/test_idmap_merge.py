@@ -28,6 +28,12 @@ def test_idmap_over_flat_and_pq(real_split):
             index.add(xb[:2])
 
 
+def test_empty_idmap_search():
+    index = pqfast.IndexIDMap(pqfast.IndexFlatL2(8))
+    D, I = index.search(np.zeros((2, 8)), 3)
+    assert (I == -1).all() and (D == np.float32(3.4028235e38)).all()
+
+
 def test_merge_from(real_split):
     xb, xq = real_split
     a = pqfast.IndexIVFPQ(pqfast.IndexFlatL2(384), 384, 16, 16, 8)

@@ -1,8 +1,10 @@
 """write_index / read_index (plain and memory-mapped), serialize, pickle, corruption."""
 
 import io
+import json
 import pickle
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -30,7 +32,23 @@ def indexes(embeddings):
     ivfs.train(x)
     ivfs.add(x)
     ivfs.nprobe = 4
-    return [flat, pq, fs, ivf, ivfs], embeddings[5000:5020]
+    opq = pqfast.IndexPreTransform(
+        pqfast.OPQMatrix(384, 16, 64),
+        pqfast.IndexIVFPQ(pqfast.IndexFlatL2(64), 64, 16, 16, 8),
+    )
+    opq.transform.niter, opq.transform.niter_pq_0 = 2, 4
+    opq.train(x)
+    opq.add(x)
+    opq.nprobe = 4
+    idmap = pqfast.IndexIDMap(pqfast.IndexPQ(384, 16, 8))
+    idmap.train(x)
+    idmap.add_with_ids(x, np.arange(3000) * 7 + 2)
+    idmap.remove_ids(np.arange(50) * 7 + 2)
+    nested = pqfast.IndexPreTransform(
+        opq.transform, pqfast.IndexIDMap(pqfast.IndexFlatIP(64))
+    )
+    nested.add_with_ids(x[:500], np.arange(500)[::-1].copy())
+    return [flat, pq, fs, ivf, ivfs, opq, idmap, nested], embeddings[5000:5020]
 
 
 def same_results(a, b, xq):
@@ -100,16 +118,76 @@ def corruptions(data: bytes) -> dict:
     ["empty", "magic", "version", "truncated header", "truncated data",
      "header checksum", "data checksum"],
 )  # fmt: skip
-def test_corrupt_files_rejected(indexes, tmp_path, what):
-    ivf = indexes[0][3]
-    data = corruptions(pqfast.serialize_index(ivf).tobytes())[what]
+@pytest.mark.parametrize("which", [3, 5, 6])  # IVFPQ, OPQ + IVFPQ, IDMap
+def test_corrupt_files_rejected(indexes, tmp_path, what, which):
+    index = indexes[0][which]
+    data = corruptions(pqfast.serialize_index(index).tobytes())[what]
     path = tmp_path / "bad.pqf"
     path.write_bytes(data)
     for flags in (0, pqfast.IO_FLAG_MMAP):
         with pytest.raises(pqfast.CorruptIndexError, match="not a valid pqfast index"):
             pqfast.read_index(str(path), flags)
-    with pytest.raises(ValueError):
+    with pytest.raises(pqfast.CorruptIndexError):
         pqfast.deserialize_index(np.frombuffer(data, np.uint8))
+
+
+def with_header(data: bytes, change) -> bytes:
+    """`data` with its JSON header changed by `change(meta)`, checksum redone."""
+    hlen = struct.unpack("<I", data[12:16])[0]
+    meta = json.loads(data[16 : 16 + hlen])
+    change(meta)
+    header = json.dumps(meta).encode()
+    old_start = -(-(20 + hlen) // 64) * 64
+    start = 20 + len(header)
+    pad = b"\0" * (-(-start // 64) * 64 - start)
+    head = data[:8] + struct.pack("<II", 1, len(header)) + header
+    return head + struct.pack("<I", zlib.crc32(header)) + pad + data[old_start:]
+
+
+def test_inconsistent_nested_headers_rejected(indexes):
+    idmap = pqfast.serialize_index(indexes[0][6]).tobytes()
+    unchanged = pqfast.deserialize_index(with_header(idmap, lambda meta: None))
+    same_results(unchanged, indexes[0][6], indexes[1])
+
+    def bogus_inner(meta):
+        meta["params"]["index"]["type"] = "Bogus"
+
+    def too_deep(meta):
+        for _ in range(20):
+            meta["params"] = {"index": {"type": meta["type"], "params": meta["params"]}}
+
+    def short_id_map(meta):
+        next(e for e in meta["arrays"] if e["name"] == "id_map")["shape"] = [10]
+
+    def bad_transform(meta):
+        meta["params"]["transform"]["d_out"] = 1000
+
+    opq = pqfast.serialize_index(indexes[0][5]).tobytes()
+    cases = [(idmap, bogus_inner, "unknown index type 'Bogus'"),
+             (idmap, too_deep, "nested too deeply"),
+             (idmap, short_id_map, "id_map"),
+             (opq, bad_transform, "d2")]  # fmt: skip
+    for data, change, message in cases:
+        with pytest.raises(pqfast.CorruptIndexError, match=message):
+            pqfast.deserialize_index(with_header(data, change))
+
+
+def test_mmapped_idmap_can_change_without_touching_the_file(indexes, tmp_path):
+    all_indexes, xq = indexes
+    idmap = all_indexes[6]
+    path = tmp_path / "idmap.pqf"
+    pqfast.write_index(idmap, str(path))
+    before = path.read_bytes()
+    mapped = pqfast.read_index(str(path), pqfast.IO_FLAG_MMAP)
+    base = mapped.id_map
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    assert base is not None  # the ids are mapped, not read
+    assert mapped.remove_ids(np.arange(50, 150) * 7 + 2) == 100
+    mapped.add_with_ids(xq, np.arange(len(xq)) + 10**6)
+    assert mapped.ntotal == idmap.ntotal - 100 + len(xq)
+    assert path.read_bytes() == before
+    same_results(idmap, pqfast.read_index(str(path)), xq)
 
 
 def test_unsupported_index_type(tmp_path):
