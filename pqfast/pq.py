@@ -301,7 +301,7 @@ class IndexPQ:
             self.metric_type == METRIC_L2,
             nseg,
             selector_args(params),
-            scratch(pq.M * pq.ksub),
+            scratch(_pq.work_columns(pq.M, pq.ksub)),
             D,
             I,
         )

@@ -272,22 +272,22 @@ cdef inline float sqnorm(const float* x, Py_ssize_t d) noexcept nogil:
     return out
 
 
-cdef inline float query_table(const float* x, Py_ssize_t d, const float* cbt,
-                              const float* ynorm, Py_ssize_t M, Py_ssize_t dsub,
-                              Py_ssize_t ksub, bint l2, float* table) noexcept nogil:
-    """Exhaustive-search table of one query; returns the constant term.
+cdef inline void query_tables(const float* x, Py_ssize_t nq, Py_ssize_t d,
+                              const float* cbt, const float* ynorm, Py_ssize_t M,
+                              Py_ssize_t dsub, Py_ssize_t ksub, bint l2,
+                              float* tables) noexcept nogil:
+    """Exhaustive-search tables of nq consecutive queries, (nq, M, ksub).
 
-    L2: table[m, j] = ||y_mj||^2 - 2<x_m, y_mj>, returns ||x||^2.
-    Inner product: table[m, j] = -<x_m, y_mj>, returns 0.
+    L2: table[m, j] = ||y_mj||^2 - 2<x_m, y_mj> (the constant ||x||^2 is the
+    caller's).  Inner product: table[m, j] = -<x_m, y_mj>.
     """
-    cdef float base = 0
-    if l2:
-        memcpy(table, ynorm, M * ksub * sizeof(float))
-        base = sqnorm(x, d)
-    else:
-        memset(table, 0, M * ksub * sizeof(float))
-    pqfast_dot_table(x, cbt, M, dsub, ksub, -2.0 if l2 else -1.0, table)
-    return base
+    cdef Py_ssize_t q, mk = M * ksub
+    for q in range(nq):
+        if l2:
+            memcpy(tables + q * mk, ynorm, mk * sizeof(float))
+        else:
+            memset(tables + q * mk, 0, mk * sizeof(float))
+    pqfast_dot_tables(x, d, nq, cbt, M, dsub, ksub, -2.0 if l2 else -1.0, tables, mk)
 
 
 cdef inline const float* list_table(const float* qtab, const float* precomp,

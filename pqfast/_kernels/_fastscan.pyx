@@ -28,7 +28,8 @@ from pqfast._kernels._common cimport (
     sel_allows,
     heap_init,
     list_table,
-    query_table,
+    query_tables,
+    sqnorm,
     heap_sift_down,
     heap_sort,
     pair_less,
@@ -216,7 +217,8 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         s = w % nseg
         table = wp + threadid() * wcols
         heap_init(Dp + w * k, Ip + w * k, k)
-        base = query_table(xp + q * d, d, cbtp, ynp, M, dsub, 16, l2, table)
+        query_tables(xp + q * d, 1, d, cbtp, ynp, M, dsub, 16, l2, table)
+        base = sqnorm(xp + q * d, d) if l2 else 0
         bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
         scan_blocks(fn, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,

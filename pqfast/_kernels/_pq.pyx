@@ -18,7 +18,7 @@ from pqfast._kernels._arrays cimport (
 from pqfast._kernels._common cimport (
     Selector,
     gemm_abt,
-    query_table,
+    query_tables,
     heap_init,
     heap_sort,
     pqfast_dot_table,
@@ -26,6 +26,20 @@ from pqfast._kernels._common cimport (
     sqnorm,
     team_size,
 )
+
+
+cdef enum:
+    QUERY_BLOCK = 8   # queries whose tables are built together (pqfast_dot_tables)
+
+
+cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
+    """Query block size: tables of 16-bit codes (256 KiB a row) one at a time."""
+    return QUERY_BLOCK if ksub <= 256 else 1
+
+
+def work_columns(Py_ssize_t M, Py_ssize_t ksub):
+    """Scratch floats per thread that pq_search needs: a block's tables."""
+    return max_block(ksub) * M * ksub
 
 
 def assign_codes(x,            # IN  (n, d) float32 vectors
@@ -166,15 +180,16 @@ def pq_search(x,            # IN  (nq, d) float32 queries
               ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
               codes,        # IN  (n, code_size) uint8 database codes
               int nbits, bint l2, Py_ssize_t nseg,
-              sel,          # IN  id filter (kind, lo, hi, sorted ids)
-              work,         # SCRATCH (n_threads, >= M * ksub) float32
+              sel,          # IN  id filter (selectors.py)
+              work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
               D,            # OUT (nq * nseg, k) float32
               I):           # OUT (nq * nseg, k) int64
     """Exhaustive asymmetric-distance search.
 
-    Work item w handles query w // nseg over database segment w % nseg, so a
-    small batch still uses every thread; with nseg == 1 the rows come out
-    sorted, otherwise they are heaps for merge_heaps.  L2 tables hold
+    Work item w handles a block of queries (whose tables are built together,
+    reading the codebook once) over database segment w % nseg, so a small
+    batch still uses every thread; with nseg == 1 the rows come out sorted,
+    otherwise they are heaps for merge_heaps.  L2 tables hold
     ||y||^2 - 2<x_m, y> with ||x||^2 as the base; inner-product tables hold
     -<x_m, y>.
     """
@@ -188,27 +203,37 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
     cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1), wcols = dim(work, 1)
-    cdef Py_ssize_t n_items = nq * nseg
+    cdef Py_ssize_t mk = M * ksub
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(ksub == (1 << nbits) and cs == (M * nbits + 7) // 8, "nbits")
-    expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= M * ksub, "heap and work shapes")
-    cdef Py_ssize_t w, q, s, lo, hi
+    expect(nseg >= 1 and dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg
+           and dim(I, 1) == k and k >= 1 and wcols >= max_block(ksub) * mk,
+           "heap and work shapes")
+    cdef Py_ssize_t w, q, s, lo, hi, i, q0, nqb
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
-    cdef float base
-    cdef float* table
+    cdef Py_ssize_t qb = 1 if nseg > 1 else max(1, min(max_block(ksub), nq // (4 * nt)))
+    cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
+    cdef float* tables
+    cdef float* hd
+    cdef int64_t* hi_
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
-        q = w // nseg
+        q0 = (w // nseg) * qb
+        nqb = min(qb, nq - q0)
         s = w % nseg
-        table = wp + threadid() * wcols
-        heap_init(Dp + w * k, Ip + w * k, k)
-        base = query_table(xp + q * d, d, cbtp, ynp, M, dsub, ksub, l2, table)
+        tables = wp + threadid() * wcols
+        query_tables(xp + q0 * d, nqb, d, cbtp, ynp, M, dsub, ksub, l2, tables)
         lo = n * s // nseg
         hi = n * (s + 1) // nseg
-        if hi > lo:
-            scan_codes(table, NULL, cp + lo * cs, NULL, lo, hi - lo, cs, M, nbits, ksub,
-                       base, Dp + w * k, Ip + w * k, k, &selector)
-        if nseg == 1:
-            heap_sort(Dp + w * k, Ip + w * k, k)
+        for i in range(nqb):
+            q = q0 + i
+            hd = Dp + (q * nseg + s) * k
+            hi_ = Ip + (q * nseg + s) * k
+            heap_init(hd, hi_, k)
+            if hi > lo:
+                scan_codes(tables + i * mk, NULL, cp + lo * cs, NULL, lo, hi - lo, cs, M,
+                           nbits, ksub, sqnorm(xp + q * d, d) if l2 else 0, hd, hi_, k,
+                           &selector)
+            if nseg == 1:
+                heap_sort(hd, hi_, k)

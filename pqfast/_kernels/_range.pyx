@@ -24,7 +24,7 @@ from pqfast._kernels._common cimport (
     Selector,
     adc_block,
     list_table,
-    pqfast_dot_table,
+    pqfast_dot_tables,
     pqfast_dots,
     pqfast_l2sq_rows,
     pqfast_min,
@@ -187,8 +187,8 @@ def range_search(x,          # IN  (nq, d) float32 queries
         dist = qtab + 2 * mk
         if is_pq:
             memset(qtab, 0, mk * sizeof(float))
-            pqfast_dot_table(xp + q * d, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0,
-                             qtab)
+            pqfast_dot_tables(xp + q * d, d, 1, cbtp, M, dsub, ksub,
+                              -2.0 if l2 else -1.0, qtab, mk)
         for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
             l = pp[q * nprobe + p]
             if l < 0 or szp[l] == 0:

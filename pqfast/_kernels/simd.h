@@ -109,35 +109,55 @@ static void pqfast_dot_table(const float *x, const float *cbt, ptrdiff_t M,
     }
 }
 
-/* pqfast_dot_table for nq <= 8 queries at once, query q's table at
- * out + q * ldo.  A single query's table streams the whole codebook (384 KB
- * at d=384, 8 bits) from L2 and is bound by that (measured 5 us for M=16);
- * here each codebook row is loaded once for up to 8 queries, their partial
- * sums held in registers.  The additions happen in the same order, with the
- * same fused multiply-adds, as in the avx512f version of pqfast_dot_table,
- * so the tables are bit-identical whichever path a query takes. */
+/* pqfast_dot_table for nq queries, query q's table at out + q * ldo.  A
+ * single query's table streams the whole codebook (384 KB at d=384, 8 bits)
+ * from L2 and is bound by that (measured 5 us for M=16); here each codebook
+ * row is loaded once for up to 8 queries, their partial sums held in
+ * registers.  Every query table goes through this function, one query or
+ * many, and each entry is summed in the same order, so a query's table does
+ * not depend on the batch it came in. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
 #include <immintrin.h>
-__attribute__((target("avx512f"))) static void
-pqfast_dot_table8_avx512(const float *x, ptrdiff_t ldx, ptrdiff_t nq, const float *cbt,
-                         ptrdiff_t M, ptrdiff_t dsub, ptrdiff_t ksub, float scale,
-                         float *out, ptrdiff_t ldo)
+/* nq is a constant after inlining (see the switch below), so the nq
+ * accumulators stay in registers and no lane is wasted. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pqfast_dot_tables_avx512_n(const float *x, ptrdiff_t ldx, const int nq, const float *cbt,
+                           ptrdiff_t M, ptrdiff_t dsub, ptrdiff_t ksub, float scale,
+                           float *out, ptrdiff_t ldo)
 {
     for (ptrdiff_t m = 0; m < M; m++) {
         for (ptrdiff_t j = 0; j < ksub; j += 16) {
             __m512 acc[8];
-            for (int q = 0; q < 8; q++)
-                acc[q] = q < nq ? _mm512_loadu_ps(out + q * ldo + m * ksub + j)
-                                : _mm512_setzero_ps();
+            for (int q = 0; q < nq; q++)
+                acc[q] = _mm512_loadu_ps(out + q * ldo + m * ksub + j);
             for (ptrdiff_t s = 0; s < dsub; s++) {
                 const __m512 row = _mm512_loadu_ps(cbt + (m * dsub + s) * ksub + j);
-                for (int q = 0; q < 8; q++) {
-                    const float xs = q < nq ? scale * x[q * ldx + m * dsub + s] : 0.0f;
-                    acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(xs), row, acc[q]);
-                }
+                for (int q = 0; q < nq; q++)
+                    acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(scale * x[q * ldx + m * dsub + s]),
+                                             row, acc[q]);
             }
             for (int q = 0; q < nq; q++)
                 _mm512_storeu_ps(out + q * ldo + m * ksub + j, acc[q]);
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+pqfast_dot_tables_avx512(const float *x, ptrdiff_t ldx, ptrdiff_t nq, const float *cbt,
+                         ptrdiff_t M, ptrdiff_t dsub, ptrdiff_t ksub, float scale,
+                         float *out, ptrdiff_t ldo)
+{
+    for (ptrdiff_t q0 = 0; q0 < nq; q0 += 8) {
+        const float *xq = x + q0 * ldx;
+        float *oq = out + q0 * ldo;
+        switch (nq - q0 < 8 ? nq - q0 : 8) {
+#define PQFAST_DT_CASE(n)                                                                  \
+    case n:                                                                                \
+        pqfast_dot_tables_avx512_n(xq, ldx, n, cbt, M, dsub, ksub, scale, oq, ldo);        \
+        break;
+            PQFAST_DT_CASE(1) PQFAST_DT_CASE(2) PQFAST_DT_CASE(3) PQFAST_DT_CASE(4)
+            PQFAST_DT_CASE(5) PQFAST_DT_CASE(6) PQFAST_DT_CASE(7) PQFAST_DT_CASE(8)
+#undef PQFAST_DT_CASE
         }
     }
 }
@@ -149,9 +169,7 @@ static void pqfast_dot_tables(const float *x, ptrdiff_t ldx, ptrdiff_t nq,
 {
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
     if (ksub % 16 == 0 && __builtin_cpu_supports("avx512f")) {
-        for (ptrdiff_t q0 = 0; q0 < nq; q0 += 8)
-            pqfast_dot_table8_avx512(x + q0 * ldx, ldx, nq - q0 < 8 ? nq - q0 : 8, cbt, M,
-                                     dsub, ksub, scale, out + q0 * ldo, ldo);
+        pqfast_dot_tables_avx512(x, ldx, nq, cbt, M, dsub, ksub, scale, out, ldo);
         return;
     }
 #endif
