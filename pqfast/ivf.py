@@ -490,7 +490,9 @@ class IndexIVFPQ(IndexIVF):
         cents: NDArray[np.float32],
         assign: NDArray[np.int64],
     ) -> NDArray[np.uint8]:
-        return self.pq._encode(x - cents[assign])
+        residuals = np.take(cents, assign, axis=0)  # one temporary, not two
+        np.subtract(x, residuals, out=residuals)
+        return self.pq._encode(residuals)
 
     def _decode(self, codes: NDArray[np.uint8], list_no: int) -> NDArray[np.float32]:
         return self.pq.decode(codes) + self._coarse_centroids()[list_no]
