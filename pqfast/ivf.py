@@ -126,7 +126,7 @@ class IndexIVF:
 
     @property
     def ntotal(self) -> int:
-        return int(self.invlists.sizes.sum())
+        return self.invlists.ntotal
 
     @property
     def is_trained(self) -> bool:
