@@ -23,6 +23,7 @@ from pqfast._kernels._common cimport (
     heap_sift_down,
     pair_less,
     pqfast_dots,
+    pqfast_l2_from_dots,
     pqfast_l2sq_rows,
     pqfast_min,
     pqfast_negate,
@@ -31,8 +32,47 @@ from pqfast._kernels._common cimport (
     heap_sort,
     pqfast_dot_table,
     scan_codes,
+    sqnorm,
     team_size,
 )
+
+
+
+cdef struct Lists:
+    # An IndexIVFPQ's codebook and inverted lists, as ivfpq_search receives them.
+    const float* cbt           # (M, dsub, ksub) transposed codebook
+    const float* ynorm         # (M, ksub) ||y_mj||^2
+    const float* precomp       # (nlist, M, ksub) list terms, or NULL
+    const float* centroids     # (nlist, d) coarse centroids
+    const uint64_t* code_ptrs  # (nlist,) address of each list's codes
+    const uint64_t* id_ptrs    # (nlist,) address of each list's ids
+    const int64_t* sizes       # (nlist,) entries per list
+    Py_ssize_t M, dsub, ksub, d, code_size
+    int nbits
+    bint l2
+
+
+cdef void scan_lists(const Lists* L, const float* x, const int64_t* probes,
+                     const float* coarse, Py_ssize_t p0, Py_ssize_t p1, float* work,
+                     float* hd, int64_t* hi, Py_ssize_t k,
+                     const Selector* sel) noexcept nogil:
+    """Push the codes of lists probes[p0:p1] (-1: none) into the heap (hd, hi),
+    coarse[p] being list probes[p]'s coarse term; work holds 2 M ksub floats."""
+    cdef Py_ssize_t p, l, mk = L.M * L.ksub
+    cdef float* qtab = work
+    cdef const float* tab
+    memset(qtab, 0, mk * sizeof(float))
+    pqfast_dot_table(x, L.cbt, L.M, L.dsub, L.ksub, -2.0 if L.l2 else -1.0, qtab)
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0 or L.sizes[l] == 0:
+            continue
+        tab = list_table(qtab, L.precomp + l * mk if L.precomp != NULL else NULL,
+                         L.ynorm, L.centroids + l * L.d, L.cbt, L.M, L.dsub, L.ksub,
+                         L.l2, work + mk)
+        scan_codes(tab, <const uint8_t*><uintptr_t>L.code_ptrs[l],
+                   <const int64_t*><uintptr_t>L.id_ptrs[l], 0, L.sizes[l],
+                   L.code_size, L.M, L.nbits, L.ksub, coarse[p], hd, hi, k, sel)
 
 
 def ivfpq_search(x,            # IN  (nq, d) float32 queries
@@ -86,35 +126,118 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1, "heap shapes")
     expect(wcols >= 2 * mk, "work")
-    cdef Py_ssize_t w, q, s, p, l
+    cdef Py_ssize_t w, q, s
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
     cdef Selector selector = make_selector(sel)
+    cdef Lists lists
+    lists.cbt, lists.ynorm, lists.centroids = cbtp, ynp, centp
+    lists.precomp = prep if have_precomp else NULL
+    lists.code_ptrs, lists.id_ptrs, lists.sizes = cptr, iptr, szp
+    lists.M, lists.dsub, lists.ksub, lists.d = M, dsub, ksub, d
+    lists.code_size, lists.nbits, lists.l2 = code_size, nbits, l2
     cdef float* qtab
-    cdef float* ltab
-    cdef const float* tab
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
         qtab = wp + threadid() * wcols
-        ltab = qtab + mk
         heap_init(Dp + w * k, Ip + w * k, k)
-        memset(qtab, 0, mk * sizeof(float))
-        pqfast_dot_table(xp + q * d, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0, qtab)
-        for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
-            l = pp[q * nprobe + p]
-            if l < 0 or szp[l] == 0:
-                continue
-            tab = list_table(qtab, prep + l * mk if have_precomp else NULL, ynp,
-                             centp + l * d, cbtp, M, dsub, ksub, l2, ltab)
-            scan_codes(tab, <const uint8_t*><uintptr_t>cptr[l],
-                       <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
-                       M, nbits, ksub, cp[q * nprobe + p], Dp + w * k, Ip + w * k, k,
-                       &selector)
+        scan_lists(&lists, xp + q * d, pp + q * nprobe, cp + q * nprobe,
+                   nprobe * s // nseg, nprobe * (s + 1) // nseg, qtab,
+                   Dp + w * k, Ip + w * k, k, &selector)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
+
+
+cdef void nearest_lists(const float* x, const float* cents, const float* cnorms,
+                        Py_ssize_t nlist, Py_ssize_t d, bint l2, float* dist,
+                        float* hd, int64_t* hi, Py_ssize_t nprobe) noexcept nogil:
+    """The nprobe nearest coarse centroids of x, sorted by (term, list number):
+    hi their list numbers, hd their coarse terms (||x - c||^2, or -<x, c>).
+
+    The same arithmetic as the flat quantizer's search of a few queries
+    (_topk.knn: pqfast_dots, then pqfast_l2_from_dots), so the same probes.
+    dist holds nlist floats."""
+    cdef Py_ssize_t j
+    pqfast_dots(x, cents, nlist, d, dist)
+    if l2:
+        pqfast_l2_from_dots(dist, cnorms, sqnorm(x, d), nlist)
+    else:
+        pqfast_negate(dist, nlist)
+    heap_init(hd, hi, nprobe)
+    for j in range(nlist):
+        if pair_less(dist[j], j, hd[0], hi[0]):
+            heap_sift_down(hd, hi, nprobe, 0, dist[j], j)
+    heap_sort(hd, hi, nprobe)
+
+
+def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
+                      Py_ssize_t nprobe,
+                      cnorms,     # IN  (nlist,) ||c||^2 of the coarse centroids
+                      cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, sizes,
+                      Py_ssize_t code_size, int nbits, bint l2,
+                      sel,        # IN  id filter (kind, lo, hi, sorted ids)
+                      work,       # SCRATCH (n_threads, >= 2 * M * ksub + 2 * nlist) f32
+                      probe_ids,  # SCRATCH (n_threads, >= nprobe) int64
+                      D,          # OUT (nq, k) float32, sorted
+                      I):         # OUT (nq, k) int64
+    """ivfpq_search for a flat coarse quantizer of the index's metric, whose
+    centroids are `centroids`: each query's coarse search and list scan in one
+    call (no per-call arrays for the probes; for one query, most of the time
+    was outside the kernels).  Arguments as for ivfpq_search."""
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
+    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
+    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    cdef const float* prep = <const float*>checked(precomp, F32, 3, False, "precomp")
+    cdef const float* centp = <const float*>checked(centroids, F32, 2, False, "centroids")
+    cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False, "code_ptrs")
+    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef int64_t* pip = <int64_t*>checked(probe_ids, I64, 2, True, "probe_ids")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
+    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
+    cdef Py_ssize_t nlist = dim(sizes, 0), mk = M * ksub, wcols = dim(work, 1)
+    cdef bint have_precomp = dim(precomp, 0) > 0
+    expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
+    expect(ksub == (1 << nbits) and code_size == (M * nbits + 7) // 8, "nbits")
+    expect(not have_precomp or (dim(precomp, 0) == nlist and dim(precomp, 1) == M
+                                and dim(precomp, 2) == ksub), "precomputed table")
+    expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d
+           and dim(cnorms, 0) == nlist, "centroids")
+    expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    expect(1 <= nprobe <= nlist and dim(probe_ids, 1) >= nprobe
+           and dim(probe_ids, 0) == dim(work, 0), "nprobe")
+    expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1,
+           "heap shapes")
+    expect(wcols >= 2 * mk + 2 * nlist, "work")
+    cdef int nt = <int>dim(work, 0)
+    cdef Selector selector = make_selector(sel)
+    cdef Lists lists
+    lists.cbt, lists.ynorm, lists.centroids = cbtp, ynp, centp
+    lists.precomp = prep if have_precomp else NULL
+    lists.code_ptrs, lists.id_ptrs, lists.sizes = cptr, iptr, szp
+    lists.M, lists.dsub, lists.ksub, lists.d = M, dsub, ksub, d
+    lists.code_size, lists.nbits, lists.l2 = code_size, nbits, l2
+    cdef Py_ssize_t q, pcols = dim(probe_ids, 1)
+    cdef float* w
+    cdef float* pd
+    cdef int64_t* pi
+    for q in prange(nq, nogil=True, schedule="dynamic",
+                    num_threads=team_size(nq, 1, nt)):
+        w = wp + threadid() * wcols
+        pd = w + 2 * mk + nlist
+        pi = pip + threadid() * pcols
+        nearest_lists(xp + q * d, centp, cnp, nlist, d, l2, w + 2 * mk, pd, pi, nprobe)
+        heap_init(Dp + q * k, Ip + q * k, k)
+        scan_lists(&lists, xp + q * d, pi, pd, 0, nprobe, w, Dp + q * k, Ip + q * k,
+                   k, &selector)
+        heap_sort(Dp + q * k, Ip + q * k, k)
 
 
 def ivfflat_search(x,          # IN  (nq, d) float32 queries
