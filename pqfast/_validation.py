@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 
 # Squared norms of vectors with larger entries can overflow float32 (3.4e38).
 _MAX_ABS = 1e15
+_CHECK_BLOCK = 1 << 16  # floats per block of _all_within: 256 KiB
 
 
 class NotTrainedError(ValueError, RuntimeError):
@@ -59,6 +60,16 @@ def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
     A 1-D array of length `d` is taken as one vector.  Any real dtype is
     accepted; NaN and infinity are rejected.
     """
+    if (
+        type(x) is np.ndarray
+        and x.dtype == np.float32
+        and x.ndim == 2
+        and x.shape[1] == d
+        and x.flags.c_contiguous
+    ):  # the usual case, checked in a fraction of the general path's time
+        if not _all_within(x, _MAX_ABS):
+            _raise_out_of_range(x, name)
+        return x
     arr = np.asarray(x)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
@@ -79,15 +90,35 @@ def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
             f"{name} has {arr.shape[1]} dimensions per vector, expected d={d}."
         )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    # one pass over the data: the max is NaN or inf if any entry is
-    if arr.size and not np.abs(arr).max() <= _MAX_ABS:
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or infinity.")
-        raise ValueError(
-            f"{name} has values above {_MAX_ABS:g} in magnitude: squared distances "
-            "would overflow float32."
-        )
+    if not _all_within(arr, _MAX_ABS):
+        _raise_out_of_range(arr, name)
     return arr
+
+
+def _raise_out_of_range(arr: NDArray, name: str) -> None:
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity.")
+    raise ValueError(
+        f"{name} has values above {_MAX_ABS:g} in magnitude: squared distances "
+        "would overflow float32."
+    )
+
+
+def _all_within(arr: NDArray, bound: float) -> bool:
+    """Whether every entry is in [-bound, bound]: False if any is NaN or inf.
+
+    Max and min of cache-sized blocks: one read of the data from memory, and
+    no temporary of its size (np.abs(arr).max() wrote one: 512 MB for 10^6
+    vectors of d=128, a fifth of the time of adding them).
+    """
+    flat = arr.reshape(-1)
+    if flat.size <= _CHECK_BLOCK:
+        return bool(flat.size == 0 or (flat.max() <= bound and flat.min() >= -bound))
+    for i in range(0, flat.size, _CHECK_BLOCK):
+        block = flat[i : i + _CHECK_BLOCK]
+        if not (block.max() <= bound and block.min() >= -bound):
+            return False
+    return True
 
 
 def check_positive_int(value: object, name: str) -> int:

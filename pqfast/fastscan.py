@@ -240,6 +240,9 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         self.bbs = BLOCK
         self.invlists = BlockInvertedLists(self.nlist, self.pq.M)
 
+    def _search_fused(self, x, nprobe, D, I, sel) -> bool:  # noqa: ANN001
+        return False  # (IndexIVFPQ's one-call kernel reads flat codes, not blocks)
+
     def _range_lists(self) -> tuple:
         """The range kernel reads flat codes: unpack every list (a transient copy)."""
         inv = self.invlists

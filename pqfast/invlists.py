@@ -39,6 +39,7 @@ class ArrayInvertedLists:
         self._codes = [self._new_list() for _ in range(nlist)]
         self._ids = [RowBuffer(0, np.int64) for _ in range(nlist)]
         self._sizes = np.zeros(nlist, np.int64)
+        self._ntotal = 0  # sum of _sizes, kept by _sync (read per search)
         self._code_ptrs = np.zeros(nlist, np.uint64)
         self._id_ptrs = np.zeros(nlist, np.uint64)
         self.versions = np.zeros(nlist, np.int64)  # bumped on every change of a list
@@ -53,6 +54,7 @@ class ArrayInvertedLists:
         """Publish list i's size and addresses; codes and ids always agree in size."""
         size = min(self._codes[i].size, self._ids[i].size)
         self._codes[i].size = self._ids[i].size = size
+        self._ntotal += size - int(self._sizes[i])
         self._sizes[i] = size
         self.versions[i] += 1
         self._code_ptrs[i] = self._codes[i].address
@@ -63,6 +65,11 @@ class ArrayInvertedLists:
         if not 0 <= list_no < self.nlist:
             raise ValueError(f"list_no must be in [0, {self.nlist}), got {list_no}.")
         return list_no
+
+    @property
+    def ntotal(self) -> int:
+        """Entries in all lists."""
+        return self._ntotal
 
     @property
     def sizes(self) -> NDArray[np.int64]:

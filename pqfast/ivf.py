@@ -35,6 +35,9 @@ from pqfast.selectors import (
 # Rows encoded at a time by add: bounds the float32 residual buffer.
 _ADD_CHUNK = 1 << 16
 _EMPTY_TABLE = np.zeros((0, 0, 0), np.float32)  # "no precomputed table"
+# Most queries searched by one fused kernel call (IndexIVFPQ._search_fused):
+# up to 4, IndexFlat's search uses the same SIMD dot products, not a GEMM.
+_FUSED_MAX_QUERIES = 4
 
 
 class IndexIVF:
@@ -137,7 +140,7 @@ class IndexIVF:
 
     @property
     def ntotal(self) -> int:
-        return int(self.invlists.sizes.sum())
+        return self.invlists.ntotal
 
     @property
     def is_trained(self) -> bool:
@@ -336,10 +339,13 @@ class IndexIVF:
         x = check_vectors(x, self.d)
         k = check_positive_int(k, "k")
         nprobe = min(params_nprobe(params, self.nprobe), self.nlist)
-        base, probes = self._coarse_terms(x, nprobe)
+        sel = selector_args(params)
         nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
         D, I = result_arrays(x.shape[0] * nseg, k)
-        self._scan_lists(x, probes, base, nseg, D, I, selector_args(params))
+        if nseg == 1 and self._search_fused(x, nprobe, D, I, sel):
+            return finish(D, I, 1, self.metric_type)
+        base, probes = self._coarse_terms(x, nprobe)
+        self._scan_lists(x, probes, base, nseg, D, I, sel)
         return finish(D, I, nseg, self.metric_type)
 
     def range_search(
@@ -378,6 +384,11 @@ class IndexIVF:
             x, probes, base, self._range_codebook(), lists, self.code_size,
             self.metric_type, radius, nseg, selector_args(params),
         )  # fmt: skip
+
+    def _search_fused(self, x, nprobe, D, I, sel) -> bool:  # noqa: ANN001
+        """Coarse search and list scan in one kernel call where a subclass can
+        (few queries, pqfast's flat quantizer); False: use the two steps."""
+        return False
 
     # ------------------------------------------------------- removing, ids
     def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
@@ -574,7 +585,11 @@ class IndexIVFPQ(IndexIVF):
         assign: NDArray[np.int64],
     ) -> NDArray[np.float32]:
         """What the PQ encodes: x - centroid by residual, else x itself."""
-        return x - cents[assign] if self._by_residual else x
+        if not self._by_residual:
+            return x
+        residuals = np.take(cents, assign, axis=0)  # one temporary, not two
+        np.subtract(x, residuals, out=residuals)
+        return residuals
 
     def _coarse_terms(
         self, x: NDArray[np.float32], nprobe: int
@@ -677,6 +692,37 @@ class IndexIVFPQ(IndexIVF):
         return _range_search.pq_codebook(
             self.pq, self._precomputed_table(), self._coarse_centroids()
         )
+
+    def _search_fused(
+        self,
+        x: NDArray[np.float32],
+        nprobe: int,
+        D: NDArray[np.float32],
+        I: NDArray[np.int64],
+        sel: tuple,
+    ) -> bool:
+        """One kernel call for up to _FUSED_MAX_QUERIES queries when the
+        quantizer is pqfast's IndexFlat of the index's metric: for one query,
+        most of the time went to the Python around the two kernels.  Its coarse
+        search computes what IndexFlat's does for so few queries (same SIMD
+        dot products, same order), so the probes are the same."""
+        q = self.quantizer
+        if (
+            x.shape[0] > _FUSED_MAX_QUERIES
+            or not isinstance(q, IndexFlat)
+            or q.metric_type != self.metric_type
+            or not self._by_residual  # (the kernel's coarse terms are residual ones)
+        ):
+            return False
+        pq = self.pq
+        mk = pq.M * pq.ksub
+        _ivf.ivfpq_search_flat(
+            x, nprobe, q._norms.view(), pq._cbt, pq._ynorm, self._precomputed_table(),
+            q._xb.view(), *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
+            self.metric_type == METRIC_L2, sel, scratch(2 * mk + 2 * self.nlist),
+            scratch(nprobe, np.int64), D, I,
+        )  # fmt: skip
+        return True
 
     def __repr__(self) -> str:
         pq = self.pq

@@ -156,3 +156,92 @@ def test_normalize_l2():
     np.testing.assert_allclose(x, [[0.6, 0.8], [0.0, 0.0]])
     with pytest.raises(TypeError):
         pqfast.normalize_L2(x.astype(np.float64))
+
+
+def _assign(pq, x, direct, simd, chunk=7):
+    """Sub-codes from the encoding kernel, forced onto one path and SIMD level."""
+    from pqfast._kernels import _pq
+
+    idx = np.empty((x.shape[0], pq.M), np.uint16)
+    work = np.empty((2, chunk * pq.ksub), np.float32)
+    cents = np.ascontiguousarray(pq.centroids)
+    cbt = np.ascontiguousarray(cents.transpose(0, 2, 1))
+    ynorm = np.einsum("mkd,mkd->mk", cents, cents)
+    _pq.assign_codes(x, cents, cbt, ynorm, chunk, direct, simd, work, idx)
+    return idx
+
+
+def _nearest_float64(pq, x):
+    """First index of the float64 minimum, per sub-vector."""
+    sub = x.astype(np.float64).reshape(x.shape[0], pq.M, 1, pq.dsub)
+    dist = ((sub - pq.centroids.astype(np.float64)[None]) ** 2).sum(-1)
+    return dist.argmin(-1)
+
+
+@pytest.mark.parametrize("nbits", [4, 6, 8])
+@pytest.mark.parametrize("dsub", [1, 3, 8, 24])
+def test_encoder_paths_and_simd_levels_agree_on_ties(nbits, dsub):
+    """Direct distances (every SIMD level) and the GEMM path give the nearest
+    centroid in float64, first index on exact ties, also where the norms dwarf
+    the distances (offset data) and on exact midpoints between centroids."""
+    rng = np.random.default_rng(dsub)
+    M, ksub = 3, 1 << nbits
+    pq = pqfast.ProductQuantizer(M * dsub, M, nbits)
+    cents = rng.integers(-4, 5, (M, ksub, dsub)).astype(np.float32)
+    cents[:, 1] = cents[:, 0]  # duplicate centroids: exact ties
+    pq.centroids = cents + 1000  # large norms, as in SIFT
+    a, b = rng.integers(0, ksub, (2, 400, M))
+    mid = (cents[np.arange(M), a] + cents[np.arange(M), b]) / 2  # exact midpoints
+    noisy = cents[np.arange(M), a] + rng.normal(0, 0.3, (400, M, dsub))
+    x = np.concatenate([mid, noisy]).reshape(800, -1).astype(np.float32) + 1000
+    expected = _nearest_float64(pq, x)
+    for direct, simd in [(False, 2), (True, 0), (True, 1), (True, 2)]:
+        np.testing.assert_array_equal(_assign(pq, x, direct, simd), expected)
+
+
+@pytest.mark.parametrize("d,M", [(128, 2), (96, 2)])  # dsub 64 and 48: both paths
+def test_encode_is_nearest_centroid_at_large_dsub(rng, d, M):
+    pq = pqfast.ProductQuantizer(d, M, 8)
+    pq.centroids = rng.standard_normal((M, 256, d // M)).astype(np.float32)
+    x = rng.standard_normal((500, d)).astype(np.float32)
+    np.testing.assert_array_equal(
+        pq.unpack(pq.compute_codes(x)), _nearest_float64(pq, x)
+    )
+
+
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="serial build")
+def test_codes_identical_with_1_and_2_threads():
+    rng = np.random.default_rng(5)
+    x = gaussian_mixture(rng, 5000, 64)
+    codes = {}
+    for M in (4, 8, 16):  # dsub 16, 8, 4: the direct path
+        pq = pqfast.ProductQuantizer(64, M, 8)
+        pq.centroids = x[rng.choice(5000, 256, replace=False)].reshape(256, M, -1)
+        pq.centroids = pq.centroids.transpose(1, 0, 2)
+        for n in (1, 2):
+            pqfast.omp_set_num_threads(n)
+            codes[M, n] = pq.compute_codes(x)
+        np.testing.assert_array_equal(codes[M, 1], codes[M, 2])
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def test_fused_few_query_ivfpq_search_equals_two_step(xb, monkeypatch, metric):
+    """IndexIVFPQ's one-call path for few queries (coarse search + scan) returns
+    exactly what the coarse search followed by the list scan returns."""
+    import pqfast.ivf as ivf_module
+
+    d = xb.shape[1]
+    q = pqfast.IndexFlatL2(d) if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP(d)
+    index = pqfast.IndexIVFPQ(q, d, 16, 8, 8, metric)
+    index.train(xb)
+    index.add(xb)
+    sel = pqfast.SearchParametersIVF(sel=pqfast.IDSelectorRange(100, 2000), nprobe=3)
+    for nq in (1, 2, 4):
+        for nprobe, params in ((1, None), (5, None), (16, None), (1, sel)):
+            index.nprobe = nprobe
+            fused = index.search(xb[:nq] + 0.01, 10, params=params)
+            monkeypatch.setattr(ivf_module, "_FUSED_MAX_QUERIES", 0)
+            two_step = index.search(xb[:nq] + 0.01, 10, params=params)
+            monkeypatch.undo()
+            for a, b in zip(fused, two_step):
+                np.testing.assert_array_equal(a, b)

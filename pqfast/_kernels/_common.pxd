@@ -24,6 +24,13 @@ cdef extern from "simd.h" nogil:
     void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
     void pqfast_l2sq_rows(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
                           float* out)
+    ctypedef float (*pqfast_l2sq_cols_fn)(const float* x, const float* cbt,
+                                          Py_ssize_t dsub, Py_ssize_t ksub,
+                                          float* out)
+    pqfast_l2sq_cols_fn pqfast_l2sq_cols_impl(int max_level, Py_ssize_t ksub)
+    ctypedef int (*pqfast_count_le_fn)(const float* d, Py_ssize_t n, float thr,
+                                       int* last)
+    pqfast_count_le_fn pqfast_count_le_impl(int max_level, Py_ssize_t n)
     void pqfast_adc8_block(const float* table, const uint8_t* codes, Py_ssize_t n,
                            Py_ssize_t M, float base, float* out)
     void pqfast_adc8_block2(const float* t1, const float* t2, const uint8_t* codes,

@@ -23,15 +23,16 @@ from pqfast._kernels._common cimport (
     heap_sift_down,
     pair_less,
     pqfast_dots,
+    pqfast_l2_from_dots,
     pqfast_l2sq_rows,
     pqfast_min,
     pqfast_negate,
     heap_init,
     list_table,
     heap_sort,
-    pqfast_dot_table,
     pqfast_dot_tables,
     scan_codes,
+    sqnorm,
     team_size,
 )
 
@@ -55,6 +56,77 @@ def work_columns(Py_ssize_t M, Py_ssize_t ksub):
     return (max_block(ksub) + 1) * M * ksub
 
 
+cdef struct Lists:
+    # An IndexIVFPQ's codebook and inverted lists, as ivfpq_search receives them.
+    const float* cbt           # (M, dsub, ksub) transposed codebook
+    const float* ynorm         # (M, ksub) ||y_mj||^2
+    const float* precomp       # list terms, list l's at precomp + l * pstride, or NULL
+    Py_ssize_t pstride         # M * ksub, or 0: one list term for every list
+    const float* centroids     # (nlist, d) coarse centroids
+    const uint64_t* code_ptrs  # (nlist,) address of each list's codes
+    const uint64_t* id_ptrs    # (nlist,) address of each list's ids
+    const int64_t* sizes       # (nlist,) entries per list
+    Py_ssize_t M, dsub, ksub, d, code_size
+    int nbits
+    bint l2
+
+
+cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, sizes,
+                         Py_ssize_t d, Py_ssize_t code_size, int nbits,
+                         bint l2) except *:
+    """The Lists of ivfpq_search's arguments, every shape checked."""
+    cdef Lists L
+    L.cbt = <const float*>checked(cbt, F32, 3, False, "cbt")
+    L.ynorm = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    L.precomp = <const float*>checked(precomp, F32, 3, False, "precomp")
+    L.centroids = <const float*>checked(centroids, F32, 2, False, "centroids")
+    L.code_ptrs = <const uint64_t*>checked(code_ptrs, U64, 1, False, "code_ptrs")
+    L.id_ptrs = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    L.sizes = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    L.M, L.dsub, L.ksub, L.d = dim(cbt, 0), dim(cbt, 1), dim(cbt, 2), d
+    L.code_size, L.nbits, L.l2 = code_size, nbits, l2
+    cdef Py_ssize_t nlist = dim(sizes, 0), npre = dim(precomp, 0)
+    expect(L.M * L.dsub == d and dim(ynorm, 0) == L.M and dim(ynorm, 1) == L.ksub,
+           "codebook")
+    expect(L.ksub == (1 << nbits) and code_size == (L.M * nbits + 7) // 8, "nbits")
+    expect(npre == 0 or (npre in (1, nlist) and dim(precomp, 1) == L.M
+                         and dim(precomp, 2) == L.ksub), "precomputed table")
+    # one list term per list, or (by_residual=False) one for every list
+    L.pstride = L.M * L.ksub if npre == nlist else 0
+    if npre == 0:
+        L.precomp = NULL
+    expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
+    expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    return L
+
+
+cdef void scan_lists(const Lists* L, const float* qtab, const int64_t* probes,
+                     const float* coarse, Py_ssize_t p0, Py_ssize_t p1, float* ltab,
+                     float* hd, int64_t* hi, Py_ssize_t k,
+                     const Selector* sel) noexcept nogil:
+    """Push the codes of lists probes[p0:p1] (-1: none) into the heap (hd, hi),
+    given the query's table qtab; coarse[p] is list probes[p]'s coarse term and
+    ltab room for one list table (M * ksub floats)."""
+    cdef Py_ssize_t p, l
+    cdef const float* tab
+    cdef const float* tab2
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0 or L.sizes[l] == 0:
+            continue
+        tab2 = NULL
+        if L.l2 and L.precomp != NULL and L.nbits == 8 and L.sizes[l] < SHORT_LIST:
+            tab = qtab  # scanned as query table + list term, read side by side
+            tab2 = L.precomp + l * L.pstride
+        else:
+            tab = list_table(qtab, L.precomp + l * L.pstride if L.precomp != NULL else NULL,
+                             L.ynorm, L.centroids + l * L.d, L.cbt, L.M, L.dsub, L.ksub,
+                             L.l2, ltab)
+        scan_codes(tab, tab2, <const uint8_t*><uintptr_t>L.code_ptrs[l],
+                   <const int64_t*><uintptr_t>L.id_ptrs[l], 0, L.sizes[l],
+                   L.code_size, L.M, L.nbits, L.ksub, coarse[p], hd, hi, k, sel)
+
+
 def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  probes,       # IN  (nq, nprobe) int64 list numbers, -1 = none
                  coarse,       # IN  (nq, nprobe) float32 ||x - c||^2 or -<x, c>
@@ -66,11 +138,11 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  id_ptrs,      # IN  (nlist,) uint64 address of each list's ids
                  sizes,        # IN  (nlist,) int64 entries per list
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
-                 sel,          # IN  id filter (kind, lo, hi, sorted ids)
+                 sel,          # IN  id filter (selectors.py)
                  work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
                  D,            # OUT (nq * nseg, k) float32
                  I):           # OUT (nq * nseg, k) int64
-    """Work item w scans query w // nseg's probe segment w % nseg into heap row w.
+    """Query q's probe segment s fills heap row q * nseg + s.
 
     With nseg == 1 the rows come out sorted; otherwise they are heaps for
     merge_heaps.  Every shape and every list number is checked here, with the
@@ -80,35 +152,20 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
     cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
-    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
-    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
-    cdef const float* prep = <const float*>checked(precomp, F32, 3, False, "precomp")
-    cdef const float* centp = <const float*>checked(centroids, F32, 2, False, "centroids")
-    cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False, "code_ptrs")
-    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
-    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
     cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
-    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
-    cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = M * ksub
+    cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
+                                 sizes, d, code_size, nbits, l2)
+    cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = L.M * L.ksub
     cdef Py_ssize_t wcols = dim(work, 1), rows = nq * nseg
-    cdef bint have_precomp = dim(precomp, 0) > 0
-    # one list term per list, or (by_residual=False) one for every list
-    cdef Py_ssize_t pstride = M * ksub if dim(precomp, 0) == nlist else 0
-    expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
-    expect(ksub == (1 << nbits) and code_size == (M * nbits + 7) // 8, "nbits")
     expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
            "probes and coarse")
-    expect(not have_precomp or (dim(precomp, 0) in (1, nlist) and dim(precomp, 1) == M
-                                and dim(precomp, 2) == ksub), "precomputed table")
-    expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
-    expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
     expect(nseg >= 1 and dim(D, 0) == rows and dim(I, 0) == rows
            and dim(I, 1) == k and k >= 1, "heap shapes")
-    expect(wcols >= (max_block(ksub) + 1) * mk, "work")
-    cdef Py_ssize_t w, q, s, p, l, i, q0, nqb
+    expect(wcols >= (max_block(L.ksub) + 1) * mk, "work")
+    cdef Py_ssize_t w, q, s, i, q0, nqb
     for w in range(nq * nprobe):
         expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
@@ -116,12 +173,9 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     # Work item w: queries q0 .. q0 + nqb - 1 (a block whose tables are built
     # together, reading the codebook once), probe segment w % nseg.  Blocks
     # shrink so that every thread still gets several items.
-    cdef Py_ssize_t qb = 1 if nseg > 1 else max(1, min(max_block(ksub), nq // (4 * nt)))
+    cdef Py_ssize_t qb = 1 if nseg > 1 else max(1, min(max_block(L.ksub), nq // (4 * nt)))
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef float* qtab
-    cdef float* ltab
-    cdef const float* tab
-    cdef const float* tab2
     cdef float* hd
     cdef int64_t* hi
     for w in prange(n_items, nogil=True, schedule="dynamic",
@@ -130,31 +184,93 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
         nqb = min(qb, nq - q0)
         s = w % nseg
         qtab = wp + threadid() * wcols
-        ltab = qtab + qb * mk
         memset(qtab, 0, nqb * mk * sizeof(float))
-        pqfast_dot_tables(xp + q0 * d, d, nqb, cbtp, M, dsub, ksub, -2.0 if l2 else -1.0,
-                          qtab, mk)
+        pqfast_dot_tables(xp + q0 * d, d, nqb, L.cbt, L.M, L.dsub, L.ksub,
+                          -2.0 if l2 else -1.0, qtab, mk)
         for i in range(nqb):
             q = q0 + i
             hd = Dp + (q * nseg + s) * k
             hi = Ip + (q * nseg + s) * k
             heap_init(hd, hi, k)
-            for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
-                l = pp[q * nprobe + p]
-                if l < 0 or szp[l] == 0:
-                    continue
-                tab2 = NULL
-                if l2 and have_precomp and nbits == 8 and szp[l] < SHORT_LIST:
-                    tab = qtab + i * mk  # scanned as query table + list term
-                    tab2 = prep + l * pstride
-                else:
-                    tab = list_table(qtab + i * mk, prep + l * pstride if have_precomp else NULL,
-                                     ynp, centp + l * d, cbtp, M, dsub, ksub, l2, ltab)
-                scan_codes(tab, tab2, <const uint8_t*><uintptr_t>cptr[l],
-                           <const int64_t*><uintptr_t>iptr[l], 0, szp[l], code_size,
-                           M, nbits, ksub, cp[q * nprobe + p], hd, hi, k, &selector)
+            scan_lists(&L, qtab + i * mk, pp + q * nprobe, cp + q * nprobe,
+                       nprobe * s // nseg, nprobe * (s + 1) // nseg, qtab + qb * mk,
+                       hd, hi, k, &selector)
             if nseg == 1:
                 heap_sort(hd, hi, k)
+
+
+cdef void nearest_lists(const float* x, const float* cents, const float* cnorms,
+                        Py_ssize_t nlist, Py_ssize_t d, bint l2, float* dist,
+                        float* hd, int64_t* hi, Py_ssize_t nprobe) noexcept nogil:
+    """The nprobe nearest coarse centroids of x, sorted by (term, list number):
+    hi their list numbers, hd their coarse terms (||x - c||^2, or -<x, c>).
+
+    The same arithmetic as the flat quantizer's search of a few queries
+    (_topk.knn: pqfast_dots, then pqfast_l2_from_dots), so the same probes.
+    dist holds nlist floats."""
+    cdef Py_ssize_t j
+    pqfast_dots(x, cents, nlist, d, dist)
+    if l2:
+        pqfast_l2_from_dots(dist, cnorms, sqnorm(x, d), nlist)
+    else:
+        pqfast_negate(dist, nlist)
+    heap_init(hd, hi, nprobe)
+    for j in range(nlist):
+        if pair_less(dist[j], j, hd[0], hi[0]):
+            heap_sift_down(hd, hi, nprobe, 0, dist[j], j)
+    heap_sort(hd, hi, nprobe)
+
+
+def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
+                      Py_ssize_t nprobe,
+                      cnorms,     # IN  (nlist,) ||c||^2 of the coarse centroids
+                      cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, sizes,
+                      Py_ssize_t code_size, int nbits, bint l2,
+                      sel,        # IN  id filter (kind, lo, hi, sorted ids)
+                      work,       # SCRATCH (n_threads, >= 2 * M * ksub + 2 * nlist) f32
+                      probe_ids,  # SCRATCH (n_threads, >= nprobe) int64
+                      D,          # OUT (nq, k) float32, sorted
+                      I):         # OUT (nq, k) int64
+    """ivfpq_search for a flat coarse quantizer of the index's metric, whose
+    centroids are `centroids`: each query's coarse search and list scan in one
+    call (no per-call arrays for the probes; for one query, most of the time
+    was outside the kernels).  Arguments as for ivfpq_search."""
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef int64_t* pip = <int64_t*>checked(probe_ids, I64, 2, True, "probe_ids")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
+    cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
+                                 sizes, d, code_size, nbits, l2)
+    cdef Py_ssize_t nlist = dim(sizes, 0), mk = L.M * L.ksub, wcols = dim(work, 1)
+    expect(dim(cnorms, 0) == nlist, "centroid norms")
+    expect(1 <= nprobe <= nlist and dim(probe_ids, 1) >= nprobe
+           and dim(probe_ids, 0) == dim(work, 0), "nprobe")
+    expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1,
+           "heap shapes")
+    expect(wcols >= 2 * mk + 2 * nlist, "work")
+    cdef int nt = <int>dim(work, 0)
+    cdef Selector selector = make_selector(sel)
+    cdef Py_ssize_t q, pcols = dim(probe_ids, 1)
+    cdef float* w
+    cdef float* pd
+    cdef int64_t* pi
+    for q in prange(nq, nogil=True, schedule="dynamic",
+                    num_threads=team_size(nq, 1, nt)):
+        w = wp + threadid() * wcols
+        pd = w + 2 * mk + nlist
+        pi = pip + threadid() * pcols
+        nearest_lists(xp + q * d, L.centroids, cnp, nlist, d, l2, w + 2 * mk, pd, pi,
+                      nprobe)
+        heap_init(Dp + q * k, Ip + q * k, k)
+        memset(w, 0, mk * sizeof(float))
+        pqfast_dot_tables(xp + q * d, d, 1, L.cbt, L.M, L.dsub, L.ksub,
+                          -2.0 if l2 else -1.0, w, mk)
+        scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp + q * k, Ip + q * k, k,
+                   &selector)
+        heap_sort(Dp + q * k, Ip + q * k, k)
 
 
 def ivfflat_search(x,          # IN  (nq, d) float32 queries

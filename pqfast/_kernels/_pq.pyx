@@ -2,7 +2,7 @@
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
-from libc.float cimport FLT_MAX
+from libc.float cimport FLT_MAX, FLT_MIN
 from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
@@ -21,7 +21,11 @@ from pqfast._kernels._common cimport (
     query_tables,
     heap_init,
     heap_sort,
+    pqfast_count_le_fn,
+    pqfast_count_le_impl,
     pqfast_dot_table,
+    pqfast_l2sq_cols_fn,
+    pqfast_l2sq_cols_impl,
     scan_codes,
     sqnorm,
     team_size,
@@ -42,84 +46,145 @@ def work_columns(Py_ssize_t M, Py_ssize_t ksub):
     return max_block(ksub) * M * ksub
 
 
+cdef inline Py_ssize_t nearest_exact(const float* xs, const float* y, Py_ssize_t dsub,
+                                     Py_ssize_t ksub, const float* dist,
+                                     float thr) noexcept nogil:
+    """First j minimizing ||xs - y_j||^2 in float64 among the j with
+    dist[j] <= thr (y: the (ksub, dsub) codebook); -1 when there is none."""
+    cdef Py_ssize_t j, s, best = -1
+    cdef double e, diff, ebest = 0
+    for j in range(ksub):
+        if dist[j] <= thr:
+            e = 0
+            for s in range(dsub):
+                diff = <double>xs[s] - <double>y[j * dsub + s]
+                e = e + diff * diff
+            if best < 0 or e < ebest:
+                best = j
+                ebest = e
+    return best
+
+
+cdef inline uint16_t nearest_of(const float* xs, const float* y, Py_ssize_t dsub,
+                                Py_ssize_t ksub, const float* dist, float thr,
+                                pqfast_count_le_fn count_le) noexcept nogil:
+    """The code of xs given dist, an approximation of its distances (in any
+    form sharing the argmin) whose errors are below thr - min(dist): the one
+    candidate within thr when there is one (the usual case), else the exact
+    choice among the candidates."""
+    cdef int last
+    if count_le(dist, ksub, thr, &last) == 1:
+        return <uint16_t>last
+    return <uint16_t>nearest_exact(xs, y, dsub, ksub, dist, thr)
+
+
+cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
+                        const float* cents, const float* cbt, Py_ssize_t M,
+                        Py_ssize_t ksub, Py_ssize_t dsub, pqfast_l2sq_cols_fn l2sq,
+                        pqfast_count_le_fn count_le, float* dist,
+                        uint16_t* ip) noexcept nogil:
+    """Codes of nr rows from direct float32 distances ||x - y||^2 (l2sq: a
+    version of pqfast_l2sq_cols_* in simd.h).
+
+    Their relative error is at most (dsub + 2) u (see simd.h), so a
+    centroid more than 4x that above the minimum cannot be the nearest.  The
+    sub-quantizer loop is outermost: its transposed codebook stays in L1.
+    """
+    cdef Py_ssize_t i, m
+    cdef float mn, thr
+    cdef const float* xs
+    cdef float rel = 4.8e-7 * (dsub + 4)
+    for m in range(M):
+        for i in range(nr):
+            xs = xp + i * d + m * dsub
+            mn = l2sq(xs, cbt + m * dsub * ksub, dsub, ksub, dist)
+            thr = mn + rel * mn + FLT_MIN  # FLT_MIN: subnormal rounding
+            ip[i * M + m] = nearest_of(xs, cents + m * ksub * dsub, dsub, ksub,
+                                       dist, thr, count_le)
+
+
+cdef void assign_gemm(const float* xp, Py_ssize_t nr, Py_ssize_t d,
+                      const float* cents, const float* ynorm, Py_ssize_t M,
+                      Py_ssize_t ksub, Py_ssize_t dsub, pqfast_count_le_fn count_le,
+                      float* work, uint16_t* ip) noexcept nogil:
+    """Codes of nr rows from one GEMM per sub-quantizer, as ||y||^2 - 2<x, y>.
+
+    That form loses digits when the norms are large next to the distances
+    (SIFT-like data), so every candidate within its rounding error of the
+    minimum is re-scored exactly.  work holds nr * ksub floats.
+    """
+    cdef Py_ssize_t i, m, j
+    cdef float mn, tol, ymax, xn
+    cdef float* row
+    cdef const float* xs
+    cdef const float* yn
+    for m in range(M):
+        yn = ynorm + m * ksub
+        ymax = 0
+        for j in range(ksub):
+            ymax = max(ymax, yn[j])
+        gemm_abt(xp + m * dsub, <int>d, <int>nr, cents + m * ksub * dsub,
+                 <int>dsub, <int>ksub, <int>dsub, work)
+        for i in range(nr):
+            row = work + i * ksub
+            xs = xp + i * d + m * dsub
+            xn = sqnorm(xs, dsub)
+            # approximate distances less ||x||^2 (same argmin), and their minimum
+            mn = FLT_MAX
+            for j in range(ksub):
+                row[j] = yn[j] - (row[j] + row[j])
+                mn = min(mn, row[j])
+            # rounding bound of the GEMM form, with a safety factor of 4
+            tol = 4.8e-7 * (dsub + 4) * (xn + ymax)
+            ip[i * M + m] = nearest_of(xs, cents + m * ksub * dsub, dsub, ksub,
+                                       row, mn + tol, count_le)
+
+
 def assign_codes(x,            # IN  (n, d) float32 vectors
                  cents,        # IN  (M, ksub, dsub) float32 codebooks
+                 cbt,          # IN  (M, dsub, ksub) the same, transposed
                  ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
-                 Py_ssize_t chunk,  # IN  rows per GEMM block
+                 Py_ssize_t chunk,  # IN  rows per block
+                 bint direct,  # IN  direct distances (small dsub), else GEMM
+                 int simd,     # IN  highest SIMD level of the direct distances
+                               #     (0 portable, 1 AVX2, 2 AVX-512)
                  work,         # SCRATCH (n_threads, >= chunk * ksub) float32
                  idx):         # OUT (n, M) uint16 nearest centroid per sub-vector
     """idx[i, m] = argmin_j ||x_im - y_mj||^2, the first index on exact ties.
 
-    Candidates come from one GEMM per (row block, sub-quantizer), as
-    ||x||^2 + ||y||^2 - 2<x, y>; that form loses digits when the norms are
-    large next to the distances (SIFT-like data), so every candidate within
-    its rounding error of the minimum is re-scored exactly, in float64.
+    Candidates come from direct float32 distances (assign_direct: faster for
+    small dsub) or from GEMMs (assign_gemm); either way, near ties are decided
+    in float64, so both give the same codes, whatever the thread count.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cp = <const float*>checked(cents, F32, 3, False, "cents")
+    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
     cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
     cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef uint16_t* ip = <uint16_t*>checked(idx, U16, 2, True, "idx")
     cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), wcols = dim(work, 1)
     cdef Py_ssize_t M = dim(cents, 0), ksub = dim(cents, 1), dsub = dim(cents, 2)
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
+    expect(dim(cbt, 0) == M and dim(cbt, 1) == dsub and dim(cbt, 2) == ksub, "cbt")
     expect(dim(idx, 0) == n and dim(idx, 1) == M and 1 <= ksub <= 65536, "idx shape")
     expect(chunk >= 1 and wcols >= chunk * ksub, "work")
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
-    cdef Py_ssize_t c, i0, nr, i, m, j, s, best, ncand
+    cdef Py_ssize_t c, i0, nr
     cdef int nt = <int>dim(work, 0)
-    cdef float mn, tol, ymax, xn
-    cdef double e, diff, ebest
-    cdef float* row
-    cdef const float* xs
-    cdef const float* yn
-    cdef const float* y
+    cdef float* w
+    cdef pqfast_l2sq_cols_fn l2sq = pqfast_l2sq_cols_impl(simd, ksub)
+    cdef pqfast_count_le_fn count_le = pqfast_count_le_impl(simd, ksub)
     for c in prange(n_chunks, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_chunks, 1, nt)):
         i0 = c * chunk
         nr = min(chunk, n - i0)
-        for m in range(M):
-            yn = ynp + m * ksub
-            ymax = 0
-            for j in range(ksub):
-                ymax = max(ymax, yn[j])
-            row = wp + threadid() * wcols
-            gemm_abt(xp + i0 * d + m * dsub, <int>d, <int>nr, cp + m * ksub * dsub,
-                     <int>dsub, <int>ksub, <int>dsub, row)
-            for i in range(nr):
-                xs = xp + (i0 + i) * d + m * dsub
-                xn = sqnorm(xs, dsub)
-                # approximate distances less ||x||^2 (same argmin), and their minimum
-                mn = FLT_MAX
-                for j in range(ksub):
-                    row[j] = yn[j] - (row[j] + row[j])
-                    mn = min(mn, row[j])
-                # rounding bound of the GEMM form, with a safety factor of 4
-                tol = 4.8e-7 * (dsub + 4) * (xn + ymax)
-                best = -1
-                ebest = 0
-                ncand = 0
-                for j in range(ksub):
-                    if row[j] <= mn + tol:
-                        ncand = ncand + 1
-                        best = j
-                if ncand == 1:  # the usual case: the minimum is clear
-                    ip[(i0 + i) * M + m] = <uint16_t>best
-                    row = row + ksub
-                    continue
-                best = -1
-                for j in range(ksub):
-                    if row[j] <= mn + tol:
-                        y = cp + (m * ksub + j) * dsub
-                        e = 0
-                        for s in range(dsub):
-                            diff = <double>xs[s] - <double>y[s]
-                            e = e + diff * diff
-                        if best < 0 or e < ebest:
-                            best = j
-                            ebest = e
-                ip[(i0 + i) * M + m] = <uint16_t>best
-                row = row + ksub
+        w = wp + threadid() * wcols
+        if direct:
+            assign_direct(xp + i0 * d, nr, d, cp, cbtp, M, ksub, dsub, l2sq,
+                          count_le, w, ip + i0 * M)
+        else:
+            assign_gemm(xp + i0 * d, nr, d, cp, ynp, M, ksub, dsub, count_le, w,
+                        ip + i0 * M)
 
 
 def pack_codes(idx,        # IN  (n, M) uint16 sub-codes < 2**nbits

@@ -12,6 +12,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wunused-function"
 #endif
@@ -88,6 +92,214 @@ static void pqfast_l2sq_rows(const float *x, const float *y, ptrdiff_t n, ptrdif
         }
         out[j] = s;
     }
+}
+
+/* Direct squared distances for PQ encoding.  Each version computes
+ * out[j] = ||x - y_j||^2 for the ksub centroids y_j of one sub-quantizer,
+ * stored transposed (cbt[s * ksub + j], s < dsub, dsub >= 1), and returns the
+ * smallest; this is the direct small-dsub encoding of faiss (fvec_L2sqr_ny),
+ * one vector of centroids at a time.
+ *
+ * The differences are taken directly instead of ||x||^2 + ||y||^2 - 2<x, y>:
+ * every term is non-negative, so each distance carries a relative error of at
+ * most about (dsub + 2) u (u = 2^-24; Higham, "Accuracy and Stability of
+ * Numerical Algorithms", 2nd ed., sec. 4.2), whatever the norms.  (Versions
+ * may round differently, with or without FMA; the encoder decides near ties in
+ * float64, so the codes do not depend on the version.) */
+typedef float (*pqfast_l2sq_cols_fn)(const float *, const float *, ptrdiff_t,
+                                     ptrdiff_t, float *);
+
+/* Portable version: the inner loop streams contiguous centroids. */
+PQFAST_MULTIVERSION
+static float pqfast_l2sq_cols_portable(const float *x, const float *cbt,
+                                       ptrdiff_t dsub, ptrdiff_t ksub, float *out)
+{
+    const float x0 = x[0];
+#pragma omp simd
+    for (ptrdiff_t j = 0; j < ksub; j++) {
+        float e = x0 - cbt[j];
+        out[j] = e * e;
+    }
+    for (ptrdiff_t s = 1; s < dsub; s++) {
+        const float xs = x[s];
+        const float *row = cbt + s * ksub;
+#pragma omp simd
+        for (ptrdiff_t j = 0; j < ksub; j++) {
+            float e = xs - row[j];
+            out[j] += e * e;
+        }
+    }
+    float m = 3.402823466e+38f;
+#pragma omp simd reduction(min : m)
+    for (ptrdiff_t j = 0; j < ksub; j++)
+        m = out[j] < m ? out[j] : m;
+    return m;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* AVX-512 and AVX2 versions, for ksub a multiple of 64: 64 centroids at a
+ * time are accumulated in registers over all s (four AVX-512 or eight AVX2
+ * vectors, independent multiply-add chains) and stored once.  The portable
+ * loop, which adds into out[] for each s, is bound by its stores. */
+__attribute__((target("avx512f"))) static float
+pqfast_l2sq_cols_avx512(const float *x, const float *cbt, ptrdiff_t dsub,
+                        ptrdiff_t ksub, float *out)
+{
+    __m512 mn = _mm512_set1_ps(3.402823466e+38f);
+    for (ptrdiff_t j0 = 0; j0 < ksub; j0 += 64) {
+        const float *c = cbt + j0;
+        __m512 a[4], xs = _mm512_set1_ps(x[0]);
+        for (int v = 0; v < 4; v++) {
+            __m512 e = _mm512_sub_ps(xs, _mm512_loadu_ps(c + 16 * v));
+            a[v] = _mm512_mul_ps(e, e);
+        }
+        for (ptrdiff_t s = 1; s < dsub; s++) {
+            c += ksub;
+            xs = _mm512_set1_ps(x[s]);
+            for (int v = 0; v < 4; v++) {
+                __m512 e = _mm512_sub_ps(xs, _mm512_loadu_ps(c + 16 * v));
+                a[v] = _mm512_fmadd_ps(e, e, a[v]);
+            }
+        }
+        for (int v = 0; v < 4; v++) {
+            _mm512_storeu_ps(out + j0 + 16 * v, a[v]);
+            mn = _mm512_min_ps(mn, a[v]);
+        }
+    }
+    return _mm512_reduce_min_ps(mn);
+}
+
+__attribute__((target("avx2,fma"))) static float
+pqfast_l2sq_cols_avx2(const float *x, const float *cbt, ptrdiff_t dsub,
+                      ptrdiff_t ksub, float *out)
+{
+    __m256 mn = _mm256_set1_ps(3.402823466e+38f);
+    for (ptrdiff_t j0 = 0; j0 < ksub; j0 += 64) {
+        const float *c = cbt + j0;
+        __m256 a[8], xs = _mm256_set1_ps(x[0]);
+        for (int v = 0; v < 8; v++) {
+            __m256 e = _mm256_sub_ps(xs, _mm256_loadu_ps(c + 8 * v));
+            a[v] = _mm256_mul_ps(e, e);
+        }
+        for (ptrdiff_t s = 1; s < dsub; s++) {
+            c += ksub;
+            xs = _mm256_set1_ps(x[s]);
+            for (int v = 0; v < 8; v++) {
+                __m256 e = _mm256_sub_ps(xs, _mm256_loadu_ps(c + 8 * v));
+                a[v] = _mm256_fmadd_ps(e, e, a[v]);
+            }
+        }
+        for (int v = 0; v < 8; v++) {
+            _mm256_storeu_ps(out + j0 + 8 * v, a[v]);
+            mn = _mm256_min_ps(mn, a[v]);
+        }
+    }
+    __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(mn), _mm256_extractf128_ps(mn, 1));
+    m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    return _mm_cvtss_f32(m4);
+}
+#endif
+
+/* The best version for this CPU and ksub, up to max_level (0 portable,
+ * 1 AVX2 + FMA, 2 AVX-512); the encoder asks for 2, tests for each level. */
+static pqfast_l2sq_cols_fn pqfast_l2sq_cols_impl(int max_level, ptrdiff_t ksub)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (ksub % 64 == 0) {
+        if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+            return pqfast_l2sq_cols_avx512;
+        if (max_level >= 1 && __builtin_cpu_supports("avx2") &&
+            __builtin_cpu_supports("fma"))
+            return pqfast_l2sq_cols_avx2;
+    }
+#endif
+    (void)max_level;
+    (void)ksub;
+    return pqfast_l2sq_cols_portable;
+}
+
+/* Candidate count for the encoder: how many of d[0..n) are <= thr, capped at
+ * 2 (n < 2^31), and *last = the largest such j (-1 if none).  With a count of
+ * 1, *last is the only candidate. */
+typedef int (*pqfast_count_le_fn)(const float *, ptrdiff_t, float, int *);
+
+/* Portable version: the running maximum takes j or -1, so each step depends
+ * on the last only through one max. */
+PQFAST_MULTIVERSION
+static int pqfast_count_le_portable(const float *d, ptrdiff_t n, float thr, int *last)
+{
+    int count = 0, lastj = -1;
+#pragma omp simd reduction(+ : count) reduction(max : lastj)
+    for (int j = 0; j < (int)n; j++) {
+        int hit = d[j] <= thr;
+        int cand = hit ? j : -1;
+        count += hit;
+        lastj = cand > lastj ? cand : lastj;
+    }
+    *last = lastj;
+    return count < 2 ? count : 2;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* AVX-512 and AVX2 versions, n a multiple of 64: the compare masks of 64
+ * values are joined into one 64-bit word, so the scalar work (popcount, last
+ * set bit) is per 64 values rather than per vector. */
+__attribute__((target("avx512f,avx512bw,popcnt"))) static int
+pqfast_count_le_avx512(const float *d, ptrdiff_t n, float thr, int *last)
+{
+    const __m512 t = _mm512_set1_ps(thr);
+    int count = 0, lastj = -1;
+    for (ptrdiff_t j = 0; j < n; j += 64) {
+        __mmask16 k0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(d + j), t, _CMP_LE_OQ);
+        __mmask16 k1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(d + j + 16), t, _CMP_LE_OQ);
+        __mmask16 k2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(d + j + 32), t, _CMP_LE_OQ);
+        __mmask16 k3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(d + j + 48), t, _CMP_LE_OQ);
+        __mmask64 k = _mm512_kunpackd(_mm512_kunpackw(k3, k2), _mm512_kunpackw(k1, k0));
+        uint64_t bits = _cvtmask64_u64(k);
+        count += (int)_mm_popcnt_u64(bits);
+        lastj = bits ? (int)j + 63 - __builtin_clzll(bits) : lastj;
+    }
+    *last = lastj;
+    return count < 2 ? count : 2;
+}
+
+__attribute__((target("avx2,popcnt"))) static int
+pqfast_count_le_avx2(const float *d, ptrdiff_t n, float thr, int *last)
+{
+    const __m256 t = _mm256_set1_ps(thr);
+    int count = 0, lastj = -1;
+    for (ptrdiff_t j = 0; j < n; j += 64) {
+        uint64_t bits = 0;
+        for (int v = 0; v < 8; v++) {
+            __m256 le = _mm256_cmp_ps(_mm256_loadu_ps(d + j + 8 * v), t, _CMP_LE_OQ);
+            bits |= (uint64_t)(unsigned)_mm256_movemask_ps(le) << (8 * v);
+        }
+        count += (int)_mm_popcnt_u64(bits);
+        lastj = bits ? (int)j + 63 - __builtin_clzll(bits) : lastj;
+    }
+    *last = lastj;
+    return count < 2 ? count : 2;
+}
+#endif
+
+/* The best version for this CPU and n, up to max_level (as for
+ * pqfast_l2sq_cols_impl). */
+static pqfast_count_le_fn pqfast_count_le_impl(int max_level, ptrdiff_t n)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (n % 64 == 0) {
+        if (max_level >= 2 && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("popcnt"))
+            return pqfast_count_le_avx512;
+        if (max_level >= 1 && __builtin_cpu_supports("avx2") &&
+            __builtin_cpu_supports("popcnt"))
+            return pqfast_count_le_avx2;
+    }
+#endif
+    (void)max_level;
+    (void)n;
+    return pqfast_count_le_portable;
 }
 
 /* out[m, j] += scale * <x[m*dsub : (m+1)*dsub], y_mj>, with the codebook
