@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pqfast._assign import DIRECT_MAX_DSUB, nearest
 from pqfast._kernels import _kmeans
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import scratch
@@ -83,8 +84,8 @@ def lloyd(
 ) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """Run Lloyd's algorithm on validated data, optionally with point weights.
 
-    Assignment is an exact 1-NN search by blocked GEMM (largest inner product
-    when `spherical`, else smallest L2 distance); the update averages each
+    Assignment is an exact 1-NN search (largest inner product when
+    `spherical`, else smallest L2 distance; see _assign); the update averages each
     cluster in a kernel; empty clusters are re-seeded by splitting.
 
     Returns
@@ -103,9 +104,7 @@ def lloyd(
     obj = np.empty(niter, np.float64)
     order, starts = np.empty(n, np.int64), np.empty(k + 1, np.int64)
     for it in range(niter):
-        D, I = _knn(x, centroids, 1, metric)
-        assign = np.ascontiguousarray(I[:, 0])
-        dist = D[:, 0].astype(np.float64)
+        assign, dist = _assign(x, centroids, metric)
         obj[it] = dist.sum() if weights is None else dist @ weights
         _kmeans.group_by_cluster(assign, order, starts)
         _kmeans.update_centroids(x, w, order, starts, work, centroids)
@@ -122,6 +121,27 @@ def lloyd(
                 f"  Iteration {it} ({n} points, {k} centroids): objective={obj[it]:.6g}"
             )
     return centroids, obj
+
+
+def _assign(
+    x: NDArray[np.float32], centroids: NDArray[np.float32], metric: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Nearest centroid of each row and its distance (or inner product).
+
+    Short L2 vectors (a PQ sub-quantizer's, up to DIRECT_MAX_DSUB) go through
+    the encoder's direct SIMD distances, which beat a GEMM that narrow
+    (PERFORMANCE.md); otherwise the blocked GEMM k-NN."""
+    k, d = centroids.shape
+    if metric == METRIC_L2 and d <= DIRECT_MAX_DSUB and k <= 1 << 16:
+        cents = centroids[None]
+        cbt = np.ascontiguousarray(centroids.T)[None]
+        ynorm = np.einsum("ij,ij->i", centroids, centroids)[None]
+        x = np.ascontiguousarray(x)
+        assign = nearest(x, cents, cbt, ynorm)[:, 0].astype(np.int64)
+        diff = x - centroids[assign]
+        return assign, np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+    D, I = _knn(x, centroids, 1, metric)
+    return np.ascontiguousarray(I[:, 0]), D[:, 0].astype(np.float64)
 
 
 class Kmeans:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from pqfast import _range_search
+from pqfast._assign import nearest
 from pqfast._kernels import _pq
 from pqfast._metrics import METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._storage import RowBuffer
-from pqfast._threads import omp_get_max_threads, serial_blas
+from pqfast._threads import serial_blas
 from pqfast._validation import (
     NotTrainedError,
     check_is_trained_assignment,
@@ -30,14 +29,6 @@ from pqfast.selectors import (
     removal_mask,
     selector_args,
 )
-
-# Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
-_ENCODE_FLOATS = 1 << 18
-# Largest dsub encoded with direct distances rather than GEMMs (measured:
-# benchmarks/encode_rate.py, PERFORMANCE.md, optimization 10).
-_DIRECT_MAX_DSUB = 48
-# Direct encoding blocks: rows whose vectors fill 64 KiB (read M times each).
-_DIRECT_BLOCK_BYTES = 1 << 16
 
 
 class ProductQuantizer:
@@ -66,7 +57,6 @@ class ProductQuantizer:
 
     def __init__(self, d: int, M: int, nbits: int = 8) -> None:
         self._d, self._M, self._nbits = check_pq_shape(d, M, nbits)
-        self._encode_chunk = max(1, _ENCODE_FLOATS // self.ksub)
         self.cp = ClusteringParameters()  # sub-quantizer m is seeded cp.seed + m
         self._centroids: NDArray[np.float32] | None = None
         self.version = 0  # bumped whenever the codebooks change
@@ -146,37 +136,10 @@ class ProductQuantizer:
         return self._encode(check_vectors(x, self.d))
 
     def _encode(self, x: NDArray[np.float32]) -> NDArray[np.uint8]:
-        idx = np.empty((x.shape[0], self.M), np.uint16)
-        direct = self.dsub <= _DIRECT_MAX_DSUB
-        chunk = self._encode_rows(x.shape[0], direct)
-        # only the GEMM path calls BLAS (from OpenMP threads)
-        with serial_blas() if not direct else contextlib.nullcontext():
-            _pq.assign_codes(
-                x,
-                self._centroids,
-                self._cbt,
-                self._ynorm,
-                chunk,
-                direct,
-                2,
-                scratch(chunk * self.ksub),
-                idx,
-            )
+        idx = nearest(x, self._centroids, self._cbt, self._ynorm)
         codes = np.empty((x.shape[0], self.code_size), np.uint8)
         _pq.pack_codes(idx, self.nbits, codes)
         return codes
-
-    def _encode_rows(self, n: int, direct: bool) -> int:
-        """Rows per block of the encoding kernel, for n rows.
-
-        Direct: the block is scanned once per sub-quantizer, so it should stay
-        in cache (_DIRECT_BLOCK_BYTES).  GEMM: bounded scratch, and GEMMs of
-        at least 256 rows.  Either way, several blocks per thread.
-        """
-        per_thread = -(-n // (4 * omp_get_max_threads()))
-        if direct:
-            return max(1, min(_DIRECT_BLOCK_BYTES // (4 * self.d), per_thread))
-        return max(1, min(self._encode_chunk, max(256, per_thread)))
 
     def unpack(self, codes: NDArray[np.uint8]) -> NDArray[np.uint16]:
         """Sub-code indices of shape (n, M) from packed codes."""
