@@ -145,7 +145,16 @@ class FaissAPI(Library):
         if spec.kind in ("PQ", "PQfs"):
             return index.ntotal * index.code_size
         held = getattr(index, "nbytes", None)  # pqfast reports it
-        return int(held) if held is not None else index.ntotal * (index.code_size + 8)
+        if held is not None:
+            return int(held)
+        if spec.kind == "IVFPQfs":
+            # faiss's BlockInvertedLists give each list whole blocks of bbs
+            # codes (bbs * ceil(M / 2) bytes each), as pqfast's do
+            inv = index.invlists
+            sizes = np.array([inv.list_size(i) for i in range(index.nlist)])
+            block = index.bbs * ((index.pq.M + 1) // 2)
+            return int((-(-sizes // index.bbs)).sum() * block + 8 * sizes.sum())
+        return index.ntotal * (index.code_size + 8)
 
     def serialized_bytes(self, index: Any) -> int | None:
         serialize = getattr(self.module, "serialize_index", None)
