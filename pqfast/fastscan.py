@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pqfast import _range_search
 from pqfast._blocks import BLOCK, BlockCodes
 from pqfast._kernels import _fastscan
 from pqfast._metrics import METRIC_L2
@@ -21,11 +20,9 @@ from pqfast._validation import (
 )
 from pqfast.invlists import BlockInvertedLists
 from pqfast.ivf import IndexIVFPQ
-from pqfast.pq import ProductQuantizer
+from pqfast.pq import PQCodesIndex, ProductQuantizer
 from pqfast.selectors import (
-    IDSelector,
     SearchParameters,
-    removal_mask,
     selector_args,
 )
 
@@ -37,7 +34,7 @@ def _check_fast_scan(name: str, nbits: int, bbs: int) -> None:
         raise ValueError(f"{name} supports bbs=32 only, got {bbs}.")
 
 
-class IndexPQFastScan:
+class IndexPQFastScan(PQCodesIndex):
     """Exhaustive search over 4-bit PQ codes (faiss's ``IndexPQFastScan``).
 
     Codes are stored in blocks of 32 vectors (M * 16 bytes a block: 4 bits per
@@ -143,35 +140,6 @@ class IndexPQFastScan:
             scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
         return finish(D, I, nseg, self.metric_type)
-
-    def range_search(
-        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
-    ) -> _range_search.RangeResult:
-        """Every stored vector within `radius` of each query, by ADC distance;
-        arguments and results as for IndexFlat.range_search."""
-        self._check_trained("range_search")
-        x = check_vectors(x, self.d)
-        radius = _range_search.check_radius(radius)
-        return _range_search.exhaustive(
-            x,
-            self._codes.view(),
-            self.metric_type,
-            radius,
-            selector_args(params),
-            self.pq,
-        )
-
-    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
-        """Remove the vectors with these ids (array or IDSelector); the others
-        are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
-        keep = removal_mask(ids, self.ntotal)
-        if not keep.all():
-            self._keep_rows(keep)
-        return int(keep.size - keep.sum())
-
-    def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
-        """Keep only the vectors where `keep` is True, repacking the blocks."""
-        self._codes.assign(self._codes.view()[keep])
 
     def reset(self) -> None:
         """Remove every vector (the trained quantizer is kept)."""

@@ -24,7 +24,7 @@ from pqfast.selectors import (
     NO_SELECTOR,
     IDSelector,
     SearchParameters,
-    removal_mask,
+    remove_positions,
     selector_args,
 )
 
@@ -221,10 +221,7 @@ class IndexFlat:
     def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
         """Remove the vectors with these ids (array or IDSelector); the others
         are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
-        keep = removal_mask(ids, self.ntotal)
-        if not keep.all():
-            self._keep_rows(keep)
-        return int(keep.size - keep.sum())
+        return remove_positions(self, ids)
 
     def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
         """Keep only the rows where `keep` is True (allocating before changing)."""

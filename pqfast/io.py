@@ -115,10 +115,6 @@ def _state(index: object) -> tuple[str, dict, dict]:
             {**arrays, "blocks": index._codes.blocks.view()},
         )
     if type(index) in (IndexIVFPQ, IndexIVFPQFastScan, IndexIVFFlat):
-        if not isinstance(index.quantizer, IndexFlat):
-            raise TypeError(
-                "write_index saves IVF indexes whose quantizer is pqfast's flat."
-            )
         if type(index) is IndexIVFFlat:
             params, arrays = {"d": index.d, "metric": index.metric_type}, {}
         else:
@@ -130,8 +126,14 @@ def _state(index: object) -> tuple[str, dict, dict]:
             use_precomputed_table=getattr(index, "use_precomputed_table", 0),
             by_residual=getattr(index, "by_residual", True),
         )  # fmt: skip
+        q = index.quantizer
+        if type(q) in (IndexFlat, IndexFlatL2, IndexFlatIP):
+            arrays["quantizer"] = q._xb.view()
+        else:  # another pqfast index (e.g. an IndexIVFFlat): nested, "quantizer.*"
+            qkind, qparams, qarrays = _state(q)
+            params["quantizer"] = {"type": qkind, "params": qparams}
+            arrays.update({f"quantizer.{k}": a for k, a in qarrays.items()})
         arrays.update(
-            quantizer=index.quantizer._xb.view(),
             list_sizes=np.array(inv.sizes),
             codes=np.concatenate([inv.get_codes(i) for i in range(index.nlist)]),
             ids=np.concatenate([inv.get_ids(i) for i in range(index.nlist)]),
@@ -250,7 +252,7 @@ def _build(kind: str, params: dict, arrays: dict, where: str, depth: int = 0) ->
     try:
         if kind in ("IndexPreTransform", "IndexIDMap"):
             return _build_nested(kind, params, arrays, where, depth)
-        return _build_plain(kind, params, arrays, where)
+        return _build_plain(kind, params, arrays, where, depth)
     except CorruptIndexError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -277,7 +279,31 @@ def _build_nested(kind: str, params: dict, arrays: dict, where: str, depth: int)
     return IndexPreTransform(opq, inner)
 
 
-def _build_plain(kind: str, params: dict, arrays: dict, where: str) -> object:
+def _quantizer(params: dict, arrays: dict, where: str, depth: int) -> object:
+    """An IVF index's coarse quantizer: flat (array "quantizer"), or a nested
+    index (params["quantizer"], arrays "quantizer.*") holding nlist centroids."""
+    d, nlist = params["d"], params["nlist"]
+    sub = params.get("quantizer")
+    if sub is None:
+        q = IndexFlat(d, params["quantizer_metric"])
+        q._xb.wrap(_need(arrays, "quantizer", (nlist, d), where))
+        xb = q._xb.view()
+        q._norms.wrap(np.einsum("ij,ij->i", xb, xb))
+        return q
+    if depth >= _MAX_NESTING:
+        raise CorruptIndexError(f"{where}: indexes nested too deeply.")
+    q_arrays = {k[10:]: a for k, a in arrays.items() if k.startswith("quantizer.")}
+    q = _build(sub["type"], sub["params"], q_arrays, where, depth + 1)
+    if q.d != d or q.ntotal not in (0, nlist):
+        raise CorruptIndexError(
+            f"{where}: the coarse quantizer does not fit the index."
+        )
+    return q
+
+
+def _build_plain(
+    kind: str, params: dict, arrays: dict, where: str, depth: int = 0
+) -> object:
     if kind not in _PLAIN_TYPES:
         raise CorruptIndexError(f"{where}: unknown index type {kind!r}.")
     if kind in ("IndexFlat", "IndexFlatL2", "IndexFlatIP"):
@@ -291,7 +317,7 @@ def _build_plain(kind: str, params: dict, arrays: dict, where: str) -> object:
         index._norms.wrap(np.einsum("ij,ij->i", xb, xb))
         return index
     if kind == "IndexIVFFlat":
-        quantizer = IndexFlat(params["d"], params["quantizer_metric"])
+        quantizer = _quantizer(params, arrays, where, depth)
         index = IndexIVFFlat(quantizer, params["d"], params["nlist"], params["metric"])
         _fill_ivf(index, params, arrays, where)
         return index
@@ -302,7 +328,7 @@ def _build_plain(kind: str, params: dict, arrays: dict, where: str) -> object:
     elif kind == "IndexPQFastScan":
         index = IndexPQFastScan(d, M, nbits, metric)
     else:
-        quantizer = IndexFlat(d, params["quantizer_metric"])
+        quantizer = _quantizer(params, arrays, where, depth)
         cls = IndexIVFPQ if kind == "IndexIVFPQ" else IndexIVFPQFastScan
         index = cls(quantizer, d, params["nlist"], M, nbits, metric)
         index.by_residual = bool(params.get("by_residual", True))  # (older files: True)
@@ -323,9 +349,6 @@ def _build_plain(kind: str, params: dict, arrays: dict, where: str) -> object:
 
 def _fill_ivf(index: IndexIVFPQ, params: dict, arrays: dict, where: str) -> None:
     nlist = index.nlist
-    index.quantizer._xb.wrap(_need(arrays, "quantizer", (nlist, index.d), where))
-    xb = index.quantizer._xb.view()
-    index.quantizer._norms.wrap(np.einsum("ij,ij->i", xb, xb))
     sizes = _need(arrays, "list_sizes", (nlist,), where)
     n = int(sizes.sum())
     if (sizes < 0).any():

@@ -26,7 +26,7 @@ from pqfast.kmeans import ClusteringParameters, train_centroids
 from pqfast.selectors import (
     IDSelector,
     SearchParameters,
-    removal_mask,
+    remove_positions,
     selector_args,
 )
 
@@ -182,7 +182,38 @@ class ProductQuantizer:
         return f"ProductQuantizer(d={self.d}, M={self.M}, nbits={self.nbits})"
 
 
-class IndexPQ:
+class PQCodesIndex:
+    """What IndexPQ and IndexPQFastScan share: PQ codes in ``self._codes`` (a
+    RowBuffer of flat codes, or BlockCodes behaving as one) with ids 0..n-1."""
+
+    def range_search(
+        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
+    ) -> _range_search.RangeResult:
+        """Every stored vector within `radius` of each query, by ADC distance;
+        arguments and results as for IndexFlat.range_search."""
+        self._check_trained("range_search")
+        x = check_vectors(x, self.d)
+        radius = _range_search.check_radius(radius)
+        return _range_search.exhaustive(
+            x,
+            self._codes.view(),
+            self.metric_type,
+            radius,
+            selector_args(params),
+            self.pq,
+        )
+
+    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
+        """Remove the vectors with these ids (array or IDSelector); the others
+        are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
+        return remove_positions(self, ids)
+
+    def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
+        """Keep only the codes where `keep` is True (repacked if blocked)."""
+        self._codes.assign(self._codes.view()[keep])
+
+
+class IndexPQ(PQCodesIndex):
     """Exhaustive search over product-quantized vectors (faiss's ``IndexPQ``).
 
     Parameters
@@ -296,35 +327,6 @@ class IndexPQ:
             I,
         )
         return finish(D, I, nseg, self.metric_type)
-
-    def range_search(
-        self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
-    ) -> _range_search.RangeResult:
-        """Every stored vector within `radius` of each query, by ADC distance;
-        arguments and results as for IndexFlat.range_search."""
-        self._check_trained("range_search")
-        x = check_vectors(x, self.d)
-        radius = _range_search.check_radius(radius)
-        return _range_search.exhaustive(
-            x,
-            self._codes.view(),
-            self.metric_type,
-            radius,
-            selector_args(params),
-            self.pq,
-        )
-
-    def remove_ids(self, ids: ArrayLike | IDSelector) -> int:
-        """Remove the vectors with these ids (array or IDSelector); the others
-        are renumbered 0..ntotal-1 in order, as in faiss.  Returns the count."""
-        keep = removal_mask(ids, self.ntotal)
-        if not keep.all():
-            self._keep_rows(keep)
-        return int(keep.size - keep.sum())
-
-    def _keep_rows(self, keep: NDArray[np.bool_]) -> None:
-        """Keep only the codes where `keep` is True."""
-        self._codes.assign(self._codes.view()[keep])
 
     def reset(self) -> None:
         """Remove every vector (the trained quantizer is kept)."""

@@ -257,3 +257,13 @@ def removal_mask(ids: ArrayLike | IDSelector, ntotal: int) -> NDArray[np.bool_]:
     arr, selector = ids_to_remove(ids)
     stored = np.arange(ntotal, dtype=np.int64)
     return ~(selector.members(stored) if selector else np.isin(stored, arr))
+
+
+def remove_positions(index: object, ids: ArrayLike | IDSelector) -> int:
+    """remove_ids for an index whose ids are its positions 0..ntotal-1: drop
+    the selected rows (``index._keep_rows``); the others are renumbered in
+    order, as in faiss.  Returns how many were removed."""
+    keep = removal_mask(ids, index.ntotal)
+    if not keep.all():
+        index._keep_rows(keep)
+    return int(keep.size - keep.sum())

@@ -48,7 +48,13 @@ def indexes(embeddings):
         opq.transform, pqfast.IndexIDMap(pqfast.IndexFlatIP(64))
     )
     nested.add_with_ids(x[:500], np.arange(500)[::-1].copy())
-    return [flat, pq, fs, ivf, ivfs, opq, idmap, nested], embeddings[5000:5020]
+    two_level = pqfast.index_factory(384, "IVF64(IVF8,Flat),PQ16")  # IVF quantizer
+    two_level.quantizer.nprobe = 3
+    two_level.train(x)
+    two_level.add(x)
+    two_level.nprobe = 4
+    indexes = [flat, pq, fs, ivf, ivfs, opq, idmap, nested, two_level]
+    return indexes, embeddings[5000:5020]
 
 
 def same_results(a, b, xq):
@@ -118,7 +124,7 @@ def corruptions(data: bytes) -> dict:
     ["empty", "magic", "version", "truncated header", "truncated data",
      "header checksum", "data checksum"],
 )  # fmt: skip
-@pytest.mark.parametrize("which", [3, 5, 6])  # IVFPQ, OPQ + IVFPQ, IDMap
+@pytest.mark.parametrize("which", [3, 5, 6, 8])  # IVFPQ, OPQ + IVFPQ, IDMap, two-level
 def test_corrupt_files_rejected(indexes, tmp_path, what, which):
     index = indexes[0][which]
     data = corruptions(pqfast.serialize_index(index).tobytes())[what]
