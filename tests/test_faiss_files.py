@@ -187,4 +187,8 @@ I = index.search(np.load({str(tmp_path / "xq.npy")!r}), 10)[1]
 expected = np.load({str(tmp_path / "expected.npy")!r})
 assert np.mean(I == expected) > 0.95, np.mean(I == expected)
 """
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    # (run outside the repository: there `import pqfast` would find the
+    # source folder, whose kernels are not built in a non-editable install)
+    subprocess.run(
+        [sys.executable, "-c", script], check=True, timeout=120, cwd=tmp_path
+    )
