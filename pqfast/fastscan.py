@@ -211,12 +211,17 @@ class IndexIVFPQFastScan(IndexIVFPQ):
     def _search_fused(self, x, nprobe, D, I, sel) -> bool:  # noqa: ANN001
         return False  # (IndexIVFPQ's one-call kernel reads flat codes, not blocks)
 
-    def _range_lists(self) -> tuple:
-        """The range kernel reads flat codes: unpack every list (a transient copy)."""
+    def _range_lists(self, probes: NDArray[np.int64]) -> tuple:
+        """The range kernel reads flat codes: the probed lists are unpacked (a
+        transient copy); the others are passed as empty."""
         inv = self.invlists
-        codes = [inv.get_codes(i) for i in range(self.nlist)]
-        ptrs = np.array([c.ctypes.data for c in codes], np.uint64)
-        _, id_ptrs, sizes = inv.kernel_arrays()
+        probed = np.unique(probes[probes >= 0])
+        codes = {int(i): np.ascontiguousarray(inv.get_codes(i)) for i in probed}
+        ptrs = np.zeros(self.nlist, np.uint64)
+        sizes = np.zeros(self.nlist, np.int64)
+        for i, c in codes.items():
+            ptrs[i], sizes[i] = c.ctypes.data, c.shape[0]
+        _, id_ptrs, _ = inv.kernel_arrays()
         return (ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes), codes
 
     def _scan_lists(

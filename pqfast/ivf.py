@@ -120,9 +120,9 @@ class IndexIVF:
         """How the range kernel scores the lists' rows (_range_search)."""
         raise NotImplementedError
 
-    def _range_lists(self) -> tuple:
+    def _range_lists(self, probes: NDArray[np.int64]) -> tuple:
         """(code addresses, id addresses, id offsets, sizes) for the range
-        kernel, and the arrays behind the addresses."""
+        kernel over the probed lists, and the arrays behind the addresses."""
         code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
         return (code_ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes), None
 
@@ -225,14 +225,21 @@ class IndexIVF:
             cents, _ = train_centroids(x, self.nlist, **self.cp.kwargs())
         else:
             cents = self._coarse_centroids()
-        state = self._train_encoder(x, cents, self._assign(x, cents))
-        # nothing is changed before both trainings have succeeded
-        if train_coarse:
-            # a quantizer that itself needs training (e.g. an IVF index, for
-            # two-level clustering) is trained on the centroids, as in faiss
-            if not self.quantizer.is_trained:
-                self.quantizer.train(cents)
-            self.quantizer.add(cents)
+        if isinstance(self.quantizer, IndexFlat):
+            state = self._train_encoder(x, cents, self._assign(x, cents))
+            # nothing is changed before both trainings have succeeded
+            if train_coarse:
+                self.quantizer.add(cents)
+        else:
+            # Another quantizer (e.g. an IVF index: two-level clustering) may
+            # assign approximately; as in faiss, it is trained on the centroids
+            # and filled first, and the encoder learns from its assignment,
+            # the one add will use.
+            if train_coarse:
+                if not self.quantizer.is_trained:
+                    self.quantizer.train(cents)
+                self.quantizer.add(cents)
+            state = self._train_encoder(x, cents, self._assign(x))
         self._set_encoder(state)
 
     def _quantizer_search(
@@ -378,7 +385,7 @@ class IndexIVF:
         radius = _range_search.check_radius(radius)
         nprobe = min(params_nprobe(params, self.nprobe), self.nlist)
         base, probes = self._coarse_terms(x, nprobe)
-        lists, _arrays = self._range_lists()  # (the arrays stay alive meanwhile)
+        lists, _arrays = self._range_lists(probes)  # (arrays kept alive meanwhile)
         nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
         return _range_search.run(
             x, probes, base, self._range_codebook(), lists, self.code_size,
