@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from pqfast._blocks import BLOCK, BlockCodes
 from pqfast._kernels import _fastscan
 from pqfast._metrics import METRIC_L2
-from pqfast._search import finish, n_segments, result_arrays, scratch
+from pqfast._search import scratch
 from pqfast._validation import (
-    NotTrainedError,
-    check_is_trained_assignment,
     check_key,
-    check_metric,
     check_positive_int,
     check_range,
-    check_vectors,
 )
 from pqfast.invlists import BlockInvertedLists
 from pqfast.ivf import IndexIVFPQ
-from pqfast.pq import PQCodesIndex, ProductQuantizer
-from pqfast.selectors import (
-    SearchParameters,
-    selector_args,
-)
+from pqfast.pq import PQCodesIndex
 
 
 def _check_fast_scan(name: str, nbits: int, bbs: int) -> None:
@@ -69,91 +61,17 @@ class IndexPQFastScan(PQCodesIndex):
         seed: int = 1234,
     ) -> None:
         _check_fast_scan(type(self).__name__, nbits, bbs)
-        self.pq = ProductQuantizer(d, M, 4)
-        self.pq.cp.seed = int(seed)
-        self.metric_type = check_metric(metric)
+        super().__init__(d, M, 4, metric, seed)
         self.bbs = BLOCK
         self._codes = BlockCodes(self.pq.M)
 
-    d = property(lambda self: self.pq.d, doc="Vector dimension.")
-    code_size = property(lambda self: self.pq.code_size, doc="Bytes per vector.")
-    ntotal = property(lambda self: self._codes.size, doc="Number of stored vectors.")
-
-    @property
-    def is_trained(self) -> bool:
-        return self.pq.is_trained
-
-    @is_trained.setter
-    def is_trained(self, value: bool) -> None:
-        check_is_trained_assignment(value, self.is_trained, "pq.centroids must be set")
-
-    def _check_trained(self, what: str) -> None:
-        if not self.is_trained:
-            raise NotTrainedError(f"IndexPQFastScan.{what} called before train.")
-
-    def train(self, x: ArrayLike) -> None:
-        """Train the product quantizer on `x` of shape (n, d), n >= 16."""
-        if self.ntotal > 0:
-            raise ValueError("the index holds vectors; call reset() before train.")
-        self.pq.train(x)
-
-    def add(self, x: ArrayLike) -> None:
-        """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
-        self._check_trained("add")
-        self._add_codes(self.pq.compute_codes(check_vectors(x, self.d)))
-
-    def _add_codes(self, flat: NDArray[np.uint8]) -> None:
-        """Append vectors given as flat codes of shape (n, code_size) (as sa_encode)."""
-        self._codes.append(flat)
-
-    def search(
-        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Return the approximate k nearest neighbours of each query.
-
-        Parameters
-        ----------
-        x : array-like of shape (n, d)
-            Queries.
-        k : int
-            Number of neighbours, ``k >= 1``.
-        params : SearchParameters, optional
-            ``sel``: an IDSelector; only ids it accepts are returned.
-
-        Returns
-        -------
-        D : ndarray of shape (n, k), float32
-            ADC distances (squared L2 ascending, or inner products descending);
-            +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
-        I : ndarray of shape (n, k), int64
-            Ids, -1 where fewer than k vectors exist.
-        """
-        self._check_trained("search")
-        x = check_vectors(x, self.d)
-        k = check_positive_int(k, "k")
-        nseg = n_segments(x.shape[0], self.ntotal)
-        D, I = result_arrays(x.shape[0] * nseg, k)
+    def _scan(self, x, nseg, sel, D, I) -> None:  # noqa: ANN001
         pq = self.pq
         _fastscan.pq4_search(
             x, pq._cbt, pq._ynorm, self._codes.blocks.view(), self.ntotal,
-            self.metric_type == METRIC_L2, nseg, True, selector_args(params),
+            self.metric_type == METRIC_L2, nseg, True, sel,
             scratch(3 * pq.M * 16 + 16), D, I,
         )  # fmt: skip
-        return finish(D, I, nseg, self.metric_type)
-
-    def reset(self) -> None:
-        """Remove every vector (the trained quantizer is kept)."""
-        self._codes.clear()
-
-    def sa_encode(self, x: ArrayLike) -> NDArray[np.uint8]:
-        """Flat codes of shape (n, code_size) for `x` (faiss's 4-bit packing)."""
-        self._check_trained("sa_encode")
-        return self.pq.compute_codes(x)
-
-    def sa_decode(self, codes: ArrayLike) -> NDArray[np.float32]:
-        """Vectors of shape (n, d) reconstructed from flat codes."""
-        self._check_trained("sa_decode")
-        return self.pq.decode(codes)
 
     def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
         """Decoded vectors i0 .. i0 + n - 1, shape (n, d)."""

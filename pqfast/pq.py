@@ -183,8 +183,94 @@ class ProductQuantizer:
 
 
 class PQCodesIndex:
-    """What IndexPQ and IndexPQFastScan share: PQ codes in ``self._codes`` (a
-    RowBuffer of flat codes, or BlockCodes behaving as one) with ids 0..n-1."""
+    """What IndexPQ and IndexPQFastScan share: a ProductQuantizer ``pq`` and
+    the codes of vectors 0..ntotal-1 in ``self._codes`` (a RowBuffer of flat
+    codes, or BlockCodes behaving as one).  Subclasses scan the codes
+    (``_scan``) and reconstruct vectors."""
+
+    def __init__(self, d: int, M: int, nbits: int, metric: int, seed: int) -> None:
+        self.pq = ProductQuantizer(d, M, nbits)
+        self.pq.cp.seed = int(seed)
+        self.metric_type = check_metric(metric)
+
+    d = property(lambda self: self.pq.d, doc="Vector dimension.")
+    code_size = property(lambda self: self.pq.code_size, doc="Bytes per code.")
+    ntotal = property(lambda self: self._codes.size, doc="Number of stored vectors.")
+
+    @property
+    def is_trained(self) -> bool:
+        return self.pq.is_trained
+
+    @is_trained.setter
+    def is_trained(self, value: bool) -> None:
+        check_is_trained_assignment(value, self.is_trained, "pq.centroids must be set")
+
+    def _check_trained(self, what: str) -> None:
+        if not self.is_trained:
+            raise NotTrainedError(f"{type(self).__name__}.{what} called before train.")
+
+    def train(self, x: ArrayLike) -> None:
+        """Train the product quantizer on `x` of shape (n, d), n >= 2**nbits."""
+        if self.ntotal > 0:
+            raise ValueError("the index holds vectors; call reset() before train.")
+        self.pq.train(x)
+
+    def add(self, x: ArrayLike) -> None:
+        """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
+        self._check_trained("add")
+        self._add_codes(self.pq.compute_codes(x))
+
+    def _add_codes(self, flat: NDArray[np.uint8]) -> None:
+        """Append vectors given as flat codes of shape (n, code_size) (as sa_encode)."""
+        self._codes.append(flat)
+
+    def sa_encode(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """Flat codes of shape (n, code_size) for `x` (faiss's packing; not stored)."""
+        self._check_trained("sa_encode")
+        return self.pq.compute_codes(x)
+
+    def sa_decode(self, codes: ArrayLike) -> NDArray[np.float32]:
+        """Vectors of shape (n, d) reconstructed from flat codes."""
+        self._check_trained("sa_decode")
+        return self.pq.decode(codes)
+
+    def search(
+        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Return the approximate k nearest neighbours of each query.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, d)
+            Queries.
+        k : int
+            Number of neighbours, ``k >= 1``.
+        params : SearchParameters, optional
+            ``sel``: an IDSelector; only ids it accepts are returned.
+
+        Returns
+        -------
+        D : ndarray of shape (n, k), float32
+            ADC distances (squared L2 ascending, or inner products descending);
+            +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
+        I : ndarray of shape (n, k), int64
+            Ids, -1 where fewer than k vectors exist.
+        """
+        self._check_trained("search")
+        x = check_vectors(x, self.d)
+        k = check_positive_int(k, "k")
+        nseg = n_segments(x.shape[0], self.ntotal)
+        D, I = result_arrays(x.shape[0] * nseg, k)
+        self._scan(x, nseg, selector_args(params), D, I)
+        return finish(D, I, nseg, self.metric_type)
+
+    def _scan(self, x, nseg, sel, D, I) -> None:  # noqa: ANN001
+        """Fill the kernel heaps D, I (see _search.finish) for validated x."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Remove every vector (the trained quantizer is kept)."""
+        self._codes.clear()
 
     def range_search(
         self, x: ArrayLike, radius: float, *, params: SearchParameters | None = None
@@ -233,25 +319,8 @@ class IndexPQ(PQCodesIndex):
     def __init__(
         self, d: int, M: int, nbits: int = 8, metric: int = METRIC_L2, seed: int = 1234
     ) -> None:
-        self.pq = ProductQuantizer(d, M, nbits)
-        self.pq.cp.seed = int(seed)
-        self.metric_type = check_metric(metric)
+        super().__init__(d, M, nbits, metric, seed)
         self._codes = RowBuffer(self.pq.code_size, np.uint8)
-
-    d = property(lambda self: self.pq.d, doc="Vector dimension.")
-    code_size = property(lambda self: self.pq.code_size, doc="Bytes per code.")
-
-    @property
-    def is_trained(self) -> bool:
-        return self.pq.is_trained
-
-    @is_trained.setter
-    def is_trained(self, value: bool) -> None:
-        check_is_trained_assignment(value, self.is_trained, "pq.centroids must be set")
-
-    @property
-    def ntotal(self) -> int:
-        return self._codes.size
 
     @property
     def codes(self) -> NDArray[np.uint8]:
@@ -260,77 +329,13 @@ class IndexPQ(PQCodesIndex):
         view.flags.writeable = False
         return view
 
-    def _check_trained(self, what: str) -> None:
-        if not self.is_trained:
-            raise NotTrainedError(f"IndexPQ.{what} called before train.")
-
-    def train(self, x: ArrayLike) -> None:
-        """Train the product quantizer on `x` of shape (n, d), n >= 2**nbits."""
-        if self.ntotal > 0:
-            raise ValueError("the index holds vectors; call reset() before train.")
-        self.pq.train(x)
-
-    def add(self, x: ArrayLike) -> None:
-        """Encode and append vectors; they get ids ntotal, ntotal + 1, ..."""
-        self._check_trained("add")
-        self._codes.append(self.pq.compute_codes(x))
-
-    def sa_encode(self, x: ArrayLike) -> NDArray[np.uint8]:
-        """Codes of shape (n, code_size) for `x` (not stored)."""
-        self._check_trained("sa_encode")
-        return self.pq.compute_codes(x)
-
-    def sa_decode(self, codes: ArrayLike) -> NDArray[np.float32]:
-        """Vectors of shape (n, d) reconstructed from codes."""
-        self._check_trained("sa_decode")
-        return self.pq.decode(codes)
-
-    def search(
-        self, x: ArrayLike, k: int, *, params: SearchParameters | None = None
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """Return the approximate k nearest neighbours of each query.
-
-        Parameters
-        ----------
-        x : array-like of shape (n, d)
-            Queries.
-        k : int
-            Number of neighbours, ``k >= 1``.
-        params : SearchParameters, optional
-            ``sel``: an IDSelector; only ids it accepts are returned.
-
-        Returns
-        -------
-        D : ndarray of shape (n, k), float32
-            Approximate squared L2 distances ascending (inner products
-            descending); +FLT_MAX (L2) or -FLT_MAX (IP) where fewer than k.
-        I : ndarray of shape (n, k), int64
-            Ids, -1 where fewer than k vectors exist.
-        """
-        self._check_trained("search")
-        x = check_vectors(x, self.d)
-        k = check_positive_int(k, "k")
-        nseg = n_segments(x.shape[0], self.ntotal)
-        D, I = result_arrays(x.shape[0] * nseg, k)
+    def _scan(self, x, nseg, sel, D, I) -> None:  # noqa: ANN001
         pq = self.pq
         _pq.pq_search(
-            x,
-            pq._cbt,
-            pq._ynorm,
-            self._codes.view(),
-            pq.nbits,
-            self.metric_type == METRIC_L2,
-            nseg,
-            selector_args(params),
-            scratch(_pq.work_columns(pq.M, pq.ksub)),
-            D,
-            I,
-        )
-        return finish(D, I, nseg, self.metric_type)
-
-    def reset(self) -> None:
-        """Remove every vector (the trained quantizer is kept)."""
-        self._codes.clear()
+            x, pq._cbt, pq._ynorm, self._codes.view(), pq.nbits,
+            self.metric_type == METRIC_L2, nseg, sel,
+            scratch(_pq.work_columns(pq.M, pq.ksub)), D, I,
+        )  # fmt: skip
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:
         """Decoded vector `key`, shape (d,)."""
