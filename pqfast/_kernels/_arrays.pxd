@@ -47,6 +47,32 @@ cdef inline int expect(bint ok, str what) except -1:
     return 0
 
 
+cdef inline int check_probes(object probes, object coarse, Py_ssize_t nq,
+                             Py_ssize_t nlist) except -1:
+    """An IVF kernel's probes: (nq, nprobe) int64 list numbers in [-1, nlist)
+    (-1: none), and, unless coarse is None, their (nq, nprobe) float32 terms."""
+    cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
+    cdef Py_ssize_t w, nprobe = dim(probes, 1)
+    expect(dim(probes, 0) == nq, "probes")
+    if coarse is not None:
+        checked(coarse, F32, 2, False, "coarse")
+        expect(dim(coarse, 0) == nq and dim(coarse, 1) == nprobe, "probes and coarse")
+    for w in range(nq * nprobe):
+        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
+    return 0
+
+
+cdef inline Py_ssize_t list_term_stride(object precomp, Py_ssize_t nlist, Py_ssize_t M,
+                                        Py_ssize_t ksub) except -1:
+    """Checks IVF list terms, (nlist, M, ksub), (1, M, ksub) when one term
+    serves every list (by_residual=False), or (0, ...) for none; returns the
+    stride between lists' terms (0: shared)."""
+    cdef Py_ssize_t n = dim(precomp, 0)
+    expect(n == 0 or (n in (1, nlist) and dim(precomp, 1) == M
+                      and dim(precomp, 2) == ksub), "precomputed table")
+    return M * ksub if n == nlist else 0
+
+
 cdef inline Selector make_selector(object sel) except *:
     """Selector struct from the (nodes, data, root) of selectors.py.
 

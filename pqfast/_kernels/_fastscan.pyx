@@ -18,9 +18,11 @@ from pqfast._kernels._arrays cimport (
     U8,
     U16,
     U64,
+    check_probes,
     checked,
     dim,
     expect,
+    list_term_stride,
     make_selector,
 )
 from pqfast._kernels._common cimport (
@@ -264,21 +266,15 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
     cdef Py_ssize_t wcols = dim(work, 1)
     cdef bint have_precomp = dim(precomp, 0) > 0
-    # one list term per list, or (by_residual=False) one for every list
-    cdef Py_ssize_t pstride = M * 16 if dim(precomp, 0) == nlist else 0
     expect(dim(cbt, 2) == 16 and M * dsub == d and dim(ynorm, 0) == M
            and dim(ynorm, 1) == 16, "codebook")
-    expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
-           "probes and coarse")
-    expect(not have_precomp or (dim(precomp, 0) in (1, nlist) and dim(precomp, 1) == M
-                                and dim(precomp, 2) == 16), "precomputed table")
+    check_probes(probes, coarse, nq, nlist)
+    cdef Py_ssize_t pstride = list_term_stride(precomp, nlist, M, 16)
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(block_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= 3 * mk + 16, "shapes")
     cdef Py_ssize_t w, q, s, p, l
-    for w in range(nq * nprobe):
-        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)

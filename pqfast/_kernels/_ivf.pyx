@@ -16,7 +16,17 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
-from pqfast._kernels._arrays cimport F32, I64, U64, checked, dim, expect, make_selector
+from pqfast._kernels._arrays cimport (
+    F32,
+    I64,
+    U64,
+    check_probes,
+    checked,
+    dim,
+    expect,
+    list_term_stride,
+    make_selector,
+)
 from pqfast._kernels._common cimport (
     Selector,
     sel_allows,
@@ -89,10 +99,7 @@ cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, siz
     expect(L.M * L.dsub == d and dim(ynorm, 0) == L.M and dim(ynorm, 1) == L.ksub,
            "codebook")
     expect(L.ksub == (1 << nbits) and code_size == (L.M * nbits + 7) // 8, "nbits")
-    expect(npre == 0 or (npre in (1, nlist) and dim(precomp, 1) == L.M
-                         and dim(precomp, 2) == L.ksub), "precomputed table")
-    # one list term per list, or (by_residual=False) one for every list
-    L.pstride = L.M * L.ksub if npre == nlist else 0
+    L.pstride = list_term_stride(precomp, nlist, L.M, L.ksub)
     if npre == 0:
         L.precomp = NULL
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
@@ -160,14 +167,11 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                                  sizes, d, code_size, nbits, l2)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = L.M * L.ksub
     cdef Py_ssize_t wcols = dim(work, 1), rows = nq * nseg
-    expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
-           "probes and coarse")
+    check_probes(probes, coarse, nq, nlist)
     expect(nseg >= 1 and dim(D, 0) == rows and dim(I, 0) == rows
            and dim(I, 1) == k and k >= 1, "heap shapes")
     expect(wcols >= (max_block(L.ksub) + 1) * mk, "work")
     cdef Py_ssize_t w, q, s, i, q0, nqb
-    for w in range(nq * nprobe):
-        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
     cdef Selector selector = make_selector(sel)
     # Work item w: queries q0 .. q0 + nqb - 1 (a block whose tables are built
@@ -296,13 +300,11 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
     cdef Py_ssize_t wcols = dim(work, 1)
-    expect(dim(probes, 0) == nq and dim(code_ptrs, 0) == nlist
-           and dim(id_ptrs, 0) == nlist, "list arrays")
+    expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    check_probes(probes, None, nq, nlist)
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= 256, "shapes")
     cdef Py_ssize_t w, q, s, p, l, b0, nb, j
-    for w in range(nq * nprobe):
-        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef int nt = <int>dim(work, 0)
     cdef Selector selector = make_selector(sel)
     cdef const float* vecs

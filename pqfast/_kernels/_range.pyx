@@ -18,7 +18,17 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
 
-from pqfast._kernels._arrays cimport F32, I64, U64, checked, dim, expect, make_selector
+from pqfast._kernels._arrays cimport (
+    F32,
+    I64,
+    U64,
+    check_probes,
+    checked,
+    dim,
+    expect,
+    list_term_stride,
+    make_selector,
+)
 from pqfast._kernels._common cimport (
     SCAN_BLOCK,
     Selector,
@@ -147,26 +157,21 @@ def range_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
     cdef Py_ssize_t nlist = dim(sizes, 0), mk = M * ksub, wcols = dim(work, 1)
     cdef bint is_pq = M > 0, have_precomp = dim(precomp, 0) > 0
-    # one list term per list, or (by_residual=False) one for every list
-    cdef Py_ssize_t pstride = M * ksub if dim(precomp, 0) == nlist else 0
-    expect(dim(probes, 0) == nq and dim(coarse, 0) == nq and dim(coarse, 1) == nprobe,
-           "probes and coarse")
+    cdef Py_ssize_t pstride = 0
+    check_probes(probes, coarse, nq, nlist)
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist
            and dim(id0s, 0) == nlist, "list arrays")
     if is_pq:
         expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub,
                "codebook")
         expect(ksub == (1 << nbits) and code_size == (M * nbits + 7) // 8, "nbits")
-        expect(not have_precomp or (dim(precomp, 0) in (1, nlist) and dim(precomp, 1) == M
-                                    and dim(precomp, 2) == ksub), "precomputed table")
+        pstride = list_term_stride(precomp, nlist, M, ksub)
         expect(have_precomp or not l2 or (dim(centroids, 0) == nlist
                                           and dim(centroids, 1) == d), "centroids")
     else:
         expect(code_size == 4 * d, "rows of float32 vectors")
     expect(nseg >= 1 and wcols >= 2 * mk + SCAN_BLOCK, "work")
     cdef Py_ssize_t w, q, s, p, l, b0, nb
-    for w in range(nq * nprobe):
-        expect(-1 <= pp[w] < nlist, "probes hold list numbers outside [0, nlist)")
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t n_items = nq * nseg
