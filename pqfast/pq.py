@@ -333,7 +333,7 @@ class IndexPQ(PQCodesIndex):
         pq = self.pq
         _pq.pq_search(
             x, pq._cbt, pq._ynorm, self._codes.view(), pq.nbits,
-            self.metric_type == METRIC_L2, nseg, sel,
+            self.metric_type == METRIC_L2, nseg, sel, 2,
             scratch(_pq.work_columns(pq.M, pq.ksub)), D, I,
         )  # fmt: skip
 

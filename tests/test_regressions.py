@@ -245,3 +245,56 @@ def test_fused_few_query_ivfpq_search_equals_two_step(xb, monkeypatch, metric):
             monkeypatch.undo()
             for a, b in zip(fused, two_step):
                 np.testing.assert_array_equal(a, b)
+
+
+def _pq_kernel_search(index, x, k, simd, sel=None):
+    """IndexPQ's search kernel at a given SIMD level of its multi-query scan
+    (L2 results, one segment)."""
+    from pqfast._kernels import _pq
+    from pqfast._search import result_arrays, scratch
+    from pqfast.selectors import selector_args
+
+    pq = index.pq
+    D, I = result_arrays(x.shape[0], k)
+    params = None if sel is None else pqfast.SearchParameters(sel=sel)
+    _pq.pq_search(
+        x, pq._cbt, pq._ynorm, index._codes.view(), pq.nbits, True, 1,
+        selector_args(params), simd, scratch(_pq.work_columns(pq.M, pq.ksub)), D, I,
+    )  # fmt: skip
+    return D, I
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+@pytest.mark.parametrize("M", [4, 12, 16])  # 12: sub-quantizers past the groups of 8
+def test_multi_query_pq_scan_equals_one_query_scans(metric, M):
+    """IndexPQ scans 8-bit codes for up to 8 queries at once (interleaved
+    tables).  Every query's row is bit-identical to searching it alone, for
+    any batch size, with duplicate codes (ties broken by id), a selector, k
+    beyond ntotal, at 1 and 2 threads, and at the portable and AVX2 levels."""
+    rng = np.random.default_rng(M)
+    x = gaussian_mixture(rng, 1500, 48)
+    x[700:900] = x[:200]  # duplicates: equal distances, ties by id
+    index = pqfast.IndexPQ(48, M, 8, metric)
+    index.train(x)
+    index.add(x)
+    xq = x[rng.choice(1500, 19, replace=False)] + 0.05
+    sel = pqfast.IDSelectorRange(300, 1200)
+    for k, params in ((10, None), (1600, None), (10, pqfast.SearchParameters(sel=sel))):
+        alone = [index.search(q[None], k, params=params) for q in xq]
+        D1 = np.concatenate([d for d, _ in alone])
+        I1 = np.concatenate([i for _, i in alone])
+        for threads in (1, 2):
+            pqfast.omp_set_num_threads(threads)
+            for nq in (2, 3, 8, 9, 19):
+                D, I = index.search(xq[:nq], k, params=params)
+                np.testing.assert_array_equal(I, I1[:nq])
+                np.testing.assert_array_equal(D, D1[:nq])
+    if metric == pqfast.METRIC_L2:
+        for s in (None, sel):
+            portable = _pq_kernel_search(index, xq, 10, 0, s)
+            simd = _pq_kernel_search(index, xq, 10, 2, s)
+            for a, b in zip(portable, simd):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(
+                simd[1], index.search(xq, 10, params=pqfast.SearchParameters(sel=s))[1]
+            )

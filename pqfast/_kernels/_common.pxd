@@ -35,6 +35,12 @@ cdef extern from "simd.h" nogil:
                            Py_ssize_t M, float base, float* out)
     void pqfast_adc8_block2(const float* t1, const float* t2, const uint8_t* codes,
                             Py_ssize_t n, Py_ssize_t M, float base, float* out)
+    enum: PQFAST_MQ
+    ctypedef void (*pqfast_adc8_multi_fn)(const float* T, const uint8_t* codes,
+                                          Py_ssize_t n, Py_ssize_t M, const float* base,
+                                          const float* thr, float* out, uint8_t* hit)
+    pqfast_adc8_multi_fn pqfast_adc8_multi_impl(int max_level)
+    void pqfast_interleave8(const float* tables, Py_ssize_t nq, Py_ssize_t mk, float* T)
     void pqfast_dot_tables(const float* x, Py_ssize_t ldx, Py_ssize_t nq,
                            const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
                            Py_ssize_t ksub, float scale, float* out, Py_ssize_t ldo)
@@ -268,6 +274,54 @@ cdef inline void scan_codes(const float* table, const float* table2,
                     idx = ids[b0 + j] if ids != NULL else id0 + b0 + j
                     if pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
                         heap_sift_down(hd, hi, k, 0, dist[j], idx)
+        b0 = b0 + nb
+
+
+cdef inline void scan_codes_multi(pqfast_adc8_multi_fn adc, const float* T,
+                                  const uint8_t* codes, const int64_t* ids, int64_t id0,
+                                  Py_ssize_t n, Py_ssize_t M, const float* base,
+                                  Py_ssize_t nq, float* hd, int64_t* hi,
+                                  Py_ssize_t hstride, Py_ssize_t k,
+                                  const Selector* sel) noexcept nogil:
+    """scan_codes for nq <= PQFAST_MQ queries at once over 8-bit codes.
+
+    T holds their tables interleaved (pqfast_interleave8), base[q] their
+    constants; query q's heap is (hd + q * hstride, hi + q * hstride).  The
+    kernel flags the lanes at or below the thresholds of the block's start
+    (which only loosen what is visited); each flagged pair is then offered
+    exactly as scan_codes offers it, so the heaps end the same.
+    """
+    cdef float dist[SCAN_BLOCK * PQFAST_MQ]
+    cdef uint8_t hit[SCAN_BLOCK]
+    cdef float thr[PQFAST_MQ]
+    cdef float b[PQFAST_MQ]
+    cdef Py_ssize_t b0 = 0, nb, j, q
+    cdef unsigned h
+    cdef float dj
+    cdef float* hq
+    cdef int64_t* iq
+    cdef int64_t idx
+    for q in range(PQFAST_MQ):
+        b[q] = base[q] if q < nq else 0
+        thr[q] = hd[q * hstride] if q < nq else -FLT_MAX
+    while b0 < n:
+        nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
+        adc(T, codes + b0 * M, nb, M, b, thr, dist, hit)
+        for j in range(nb):
+            h = hit[j]
+            q = 0
+            while h != 0:
+                if h & 1:
+                    dj = dist[j * PQFAST_MQ + q]
+                    hq = hd + q * hstride
+                    iq = hi + q * hstride
+                    idx = ids[b0 + j] if ids != NULL else id0 + b0 + j
+                    if pair_less(dj, idx, hq[0], iq[0]) and sel_allows(sel, idx):
+                        heap_sift_down(hq, iq, k, 0, dj, idx)
+                h = h >> 1
+                q = q + 1
+        for q in range(nq):
+            thr[q] = hd[q * hstride]
         b0 = b0 + nb
 
 

@@ -26,7 +26,12 @@ from pqfast._kernels._common cimport (
     pqfast_dot_table,
     pqfast_l2sq_cols_fn,
     pqfast_l2sq_cols_impl,
+    PQFAST_MQ,
+    pqfast_adc8_multi_fn,
+    pqfast_adc8_multi_impl,
+    pqfast_interleave8,
     scan_codes,
+    scan_codes_multi,
     sqnorm,
     team_size,
 )
@@ -42,8 +47,25 @@ cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
 
 
 def work_columns(Py_ssize_t M, Py_ssize_t ksub):
-    """Scratch floats per thread that pq_search needs: a block's tables."""
-    return max_block(ksub) * M * ksub
+    """Scratch floats per thread that pq_search needs: a block's tables, and
+    for 8-bit codes the same interleaved for scan_codes_multi."""
+    return (max_block(ksub) + (PQFAST_MQ if ksub == 256 else 0)) * M * ksub + 32
+
+
+cdef inline Py_ssize_t query_block(Py_ssize_t nq, Py_ssize_t ksub, Py_ssize_t nseg,
+                                   int nt) noexcept nogil:
+    """Queries per work item.  8-bit codes: blocks of up to PQFAST_MQ scanned
+    together, as few blocks as keep every thread busy, of even sizes.
+    Otherwise tables only are built together, in blocks small enough that
+    each thread gets about four."""
+    cdef Py_ssize_t nblocks
+    if nseg > 1 or nq <= 1:
+        return 1
+    if ksub == 256:
+        nblocks = (nq + PQFAST_MQ - 1) // PQFAST_MQ
+        nblocks = (nblocks + nt - 1) // nt * nt
+        return max(1, (nq + nblocks - 1) // nblocks)
+    return max(1, min(max_block(ksub), nq // (4 * nt)))
 
 
 cdef inline Py_ssize_t nearest_exact(const float* xs, const float* y, Py_ssize_t dsub,
@@ -246,6 +268,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
               codes,        # IN  (n, code_size) uint8 database codes
               int nbits, bint l2, Py_ssize_t nseg,
               sel,          # IN  id filter (selectors.py)
+              int simd,     # IN  highest SIMD level of the multi-query scan
               work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
               D,            # OUT (nq * nseg, k) float32
               I):           # OUT (nq * nseg, k) int64
@@ -272,14 +295,17 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(ksub == (1 << nbits) and cs == (M * nbits + 7) // 8, "nbits")
     expect(nseg >= 1 and dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg
-           and dim(I, 1) == k and k >= 1 and wcols >= max_block(ksub) * mk,
+           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, ksub),
            "heap and work shapes")
     cdef Py_ssize_t w, q, s, lo, hi, i, q0, nqb
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
-    cdef Py_ssize_t qb = 1 if nseg > 1 else max(1, min(max_block(ksub), nq // (4 * nt)))
+    cdef Py_ssize_t qb = query_block(nq, ksub, nseg, nt)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
+    cdef pqfast_adc8_multi_fn adc = pqfast_adc8_multi_impl(simd)
+    cdef float* base
     cdef float* tables
+    cdef float* T
     cdef float* hd
     cdef int64_t* hi_
     for w in prange(n_items, nogil=True, schedule="dynamic",
@@ -288,17 +314,26 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         nqb = min(qb, nq - q0)
         s = w % nseg
         tables = wp + threadid() * wcols
+        base = tables + wcols - PQFAST_MQ
         query_tables(xp + q0 * d, nqb, d, cbtp, ynp, M, dsub, ksub, l2, tables)
         lo = n * s // nseg
         hi = n * (s + 1) // nseg
         for i in range(nqb):
             q = q0 + i
-            hd = Dp + (q * nseg + s) * k
-            hi_ = Ip + (q * nseg + s) * k
-            heap_init(hd, hi_, k)
-            if hi > lo:
+            heap_init(Dp + (q * nseg + s) * k, Ip + (q * nseg + s) * k, k)
+            base[i] = sqnorm(xp + q * d, d) if l2 else 0
+        hd = Dp + (q0 * nseg + s) * k
+        hi_ = Ip + (q0 * nseg + s) * k
+        if hi > lo and nqb > 1 and nbits == 8:
+            T = <float*>((<size_t>(tables + nqb * mk) + 63) & ~(<size_t>63))
+            pqfast_interleave8(tables, nqb, mk, T)
+            scan_codes_multi(adc, T, cp + lo * cs, NULL, lo, hi - lo, M,
+                             base, nqb, hd, hi_, nseg * k, k, &selector)
+        elif hi > lo:
+            for i in range(nqb):
                 scan_codes(tables + i * mk, NULL, cp + lo * cs, NULL, lo, hi - lo, cs, M,
-                           nbits, ksub, sqnorm(xp + q * d, d) if l2 else 0, hd, hi_, k,
+                           nbits, ksub, base[i], hd + i * nseg * k, hi_ + i * nseg * k, k,
                            &selector)
-            if nseg == 1:
-                heap_sort(hd, hi_, k)
+        if nseg == 1:
+            for i in range(nqb):
+                heap_sort(hd + i * k, hi_ + i * k, k)

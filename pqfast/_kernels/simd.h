@@ -454,6 +454,109 @@ static inline void pqfast_adc8_block2(const float *t1, const float *t2,
     }
 }
 
+/* ---- 8-bit ADC for a block of eight queries at once ----
+ *
+ * The tables of eight queries are interleaved, T[(m * 256 + c) * 8 + q], so
+ * one 32-byte load brings entry (m, c) of all eight tables: a code costs M
+ * vector loads and adds for eight queries instead of 8 M scalar ones, which
+ * takes the scan past the one-query load-port limit of PERFORMANCE-FACTS.md
+ * (the batched layout of "Quicker ADC" / Bolt-style multi-query scans).
+ * Each lane adds in the order of pqfast_adc8_block, so a query's distances
+ * are bit-identical to its one-query scan.  hit[i] has bit q set when lane q
+ * of code i is <= thr[q]: the caller visits only those. */
+#define PQFAST_MQ 8
+typedef void (*pqfast_adc8_multi_fn)(const float *T, const uint8_t *codes, ptrdiff_t n,
+                                     ptrdiff_t M, const float *base, const float *thr,
+                                     float *out, uint8_t *hit);
+
+static void pqfast_adc8_multi_portable(const float *T, const uint8_t *codes, ptrdiff_t n,
+                                       ptrdiff_t M, const float *base, const float *thr,
+                                       float *out, uint8_t *hit)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * M;
+        float acc[PQFAST_MQ] = {0};
+        ptrdiff_t m = 0;
+        for (; m + 8 <= M; m += 8) {
+            const float *t = T + m * 256 * PQFAST_MQ;
+            const float *r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = t + (j * 256 + c[m + j]) * PQFAST_MQ;
+            for (int q = 0; q < PQFAST_MQ; q++)
+                acc[q] += ((r[0][q] + r[1][q]) + (r[2][q] + r[3][q])) +
+                          ((r[4][q] + r[5][q]) + (r[6][q] + r[7][q]));
+        }
+        for (; m < M; m++) {
+            const float *r = T + (m * 256 + c[m]) * PQFAST_MQ;
+            for (int q = 0; q < PQFAST_MQ; q++)
+                acc[q] += r[q];
+        }
+        uint8_t h = 0;
+        for (int q = 0; q < PQFAST_MQ; q++) {
+            float d = base[q] + acc[q];
+            out[i * PQFAST_MQ + q] = d;
+            h |= (uint8_t)((d <= thr[q]) << q);
+        }
+        hit[i] = h;
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void
+pqfast_adc8_multi_avx2(const float *T, const uint8_t *codes, ptrdiff_t n, ptrdiff_t M,
+                       const float *base, const float *thr, float *out, uint8_t *hit)
+{
+    const __m256 b = _mm256_loadu_ps(base), th = _mm256_loadu_ps(thr);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * M;
+        __m256 acc = _mm256_setzero_ps();
+        ptrdiff_t m = 0;
+        for (; m + 8 <= M; m += 8) {
+            const float *t = T + m * 256 * PQFAST_MQ;
+#define PQFAST_ROW(j) _mm256_loadu_ps(t + ((j) * 256 + c[m + (j)]) * PQFAST_MQ)
+            __m256 s01 = _mm256_add_ps(PQFAST_ROW(0), PQFAST_ROW(1));
+            __m256 s23 = _mm256_add_ps(PQFAST_ROW(2), PQFAST_ROW(3));
+            __m256 s45 = _mm256_add_ps(PQFAST_ROW(4), PQFAST_ROW(5));
+            __m256 s67 = _mm256_add_ps(PQFAST_ROW(6), PQFAST_ROW(7));
+#undef PQFAST_ROW
+            acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_add_ps(s01, s23),
+                                                   _mm256_add_ps(s45, s67)));
+        }
+        for (; m < M; m++)
+            acc = _mm256_add_ps(acc, _mm256_loadu_ps(T + (m * 256 + c[m]) * PQFAST_MQ));
+        acc = _mm256_add_ps(b, acc);
+        _mm256_storeu_ps(out + i * PQFAST_MQ, acc);
+        hit[i] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(acc, th, _CMP_LE_OQ));
+    }
+}
+#endif
+
+/* The best version for this CPU, up to max_level (0 portable, >= 1 AVX2). */
+static pqfast_adc8_multi_fn pqfast_adc8_multi_impl(int max_level)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (max_level >= 1 && __builtin_cpu_supports("avx2"))
+        return pqfast_adc8_multi_avx2;
+#endif
+    (void)max_level;
+    return pqfast_adc8_multi_portable;
+}
+
+/* T[(j) * 8 + q] = tables[q * mk + j] for the nq <= 8 tables of mk entries;
+ * lanes q >= nq are zero. */
+static void pqfast_interleave8(const float *tables, ptrdiff_t nq, ptrdiff_t mk, float *T)
+{
+    for (ptrdiff_t q = 0; q < PQFAST_MQ; q++) {
+        const float *t = tables + q * mk;
+        if (q < nq)
+            for (ptrdiff_t j = 0; j < mk; j++)
+                T[j * PQFAST_MQ + q] = t[j];
+        else
+            for (ptrdiff_t j = 0; j < mk; j++)
+                T[j * PQFAST_MQ + q] = 0.0f;
+    }
+}
+
 /* dist[j] = max(qn + xnorm[j] - 2 dist[j], 0): dot products to squared L2. */
 PQFAST_MULTIVERSION
 static void pqfast_l2_from_dots(float *dist, const float *xnorm, float qn, ptrdiff_t n)
