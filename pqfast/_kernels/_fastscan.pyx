@@ -47,6 +47,9 @@ cdef extern from "fastscan.h" nogil:
     ctypedef float (*pqfast_quantize_fn)(const float*, Py_ssize_t, uint8_t*,
                                          float*) noexcept nogil
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
+    ctypedef uint32_t (*pqfast_fs_exact_fn)(const uint8_t*, Py_ssize_t, const float*,
+                                            float, float, uint32_t, float*) noexcept nogil
+    pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
 
 
 def pack_blocks(codes,    # IN  (n, M) uint8 sub-codes < 16
@@ -148,7 +151,8 @@ cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept 
     return <uint16_t>q
 
 
-cdef inline void scan_blocks(pqfast_fs_block_fn fn, const uint8_t* blocks,
+cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
+                             const uint8_t* blocks,
                              Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t n, Py_ssize_t M,
                              const float* table, const uint8_t* lut, float base,
                              float bias, float scale, const int64_t* ids, uint16_t* sums,
@@ -156,29 +160,29 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, const uint8_t* blocks,
                              const Selector* sel) noexcept nogil:
     """Offer codes of blocks [b0, b1) (n codes in all) to the heap.
 
-    Blocks are filtered by quantized distance; each code that passes is scored
-    exactly with the float table, so the heap holds exact ADC distances.  Code
-    i's id is ids[i], or i when ids is NULL.
+    Blocks are filtered by quantized distance; the codes that pass are scored
+    exactly with the float table (`exact`), so the heap holds exact ADC
+    distances.  Code i's id is ids[i], or i when ids is NULL.
     """
-    cdef Py_ssize_t b, j, i, m
+    cdef Py_ssize_t b, j, i
     cdef uint32_t mask
-    cdef float dist
+    cdef float dist[32]
     cdef int64_t idx
     for b in range(b0, b1):
         mask = fn(blocks + b * M * 16, M, lut, qthreshold(hd[0] - base - bias, scale, M),
                   sums)
+        if mask == 0:
+            continue
+        mask = exact(blocks + b * M * 16, M, table, base, hd[0], mask, dist)
         while mask:
             j = count_trailing_zeros(mask)
             mask = mask & (mask - 1)
             i = b * 32 + j
             if i >= n:
                 break
-            dist = base
-            for m in range(M):
-                dist = dist + table[m * 16 + block_code(blocks, M, i, m)]
             idx = ids[i] if ids != NULL else i
-            if pair_less(dist, idx, hd[0], hi[0]) and sel_allows(sel, idx):
-                heap_sift_down(hd, hi, k, 0, dist, idx)
+            if pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
+                heap_sift_down(hd, hi, k, 0, dist[j], idx)
 
 
 def pq4_search(x,          # IN  (nq, d) float32 queries
@@ -208,6 +212,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
            and dim(I, 1) == k and k >= 1 and wcols >= 3 * M * 16 + 16, "shapes")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
+    cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t w, q, s
@@ -223,7 +228,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         base = sqnorm(xp + q * d, d) if l2 else 0
         bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
-        scan_blocks(fn, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
+        scan_blocks(fn, exact, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
                     table, <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
                     <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k, &selector)
         if nseg == 1:
@@ -277,6 +282,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t w, q, s, p, l
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
+    cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef float scale, bias
@@ -300,7 +306,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                              centp + l * d, cbtp, M, dsub, 16, l2, ltab)
             bias = 0  # private to the thread: see pq4_search
             scale = quantize_table(tab, M, <uint8_t*>(qtab + 2 * mk), &bias)
-            scan_blocks(fn, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
+            scan_blocks(fn, exact, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
                         szp[l], M, tab, <uint8_t*>(qtab + 2 * mk), cp[q * nprobe + p],
                         bias, scale, <const int64_t*><uintptr_t>iptr[l],
                         <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k,

@@ -143,6 +143,67 @@ pqfast_fs_block_avx512(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
 }
 #endif
 
+/* Exact re-scoring of the codes of a block that passed the quantized filter:
+ * for each j in `cand`, out[j] = base + table[0, c_j0] + table[1, c_j1] + ...
+ * (float table of M rows of 16, summed in m order); returns the j in cand with
+ * out[j] <= thr.  The portable version scores the candidates one by one. */
+typedef uint32_t (*pqfast_fs_exact_fn)(const uint8_t *, ptrdiff_t, const float *, float,
+                                       float, uint32_t, float *);
+
+static uint32_t pqfast_fs_exact_scalar(const uint8_t *block, ptrdiff_t M,
+                                       const float *table, float base, float thr,
+                                       uint32_t cand, float *out)
+{
+    uint32_t mask = 0;
+    for (int j = 0; j < 32; j++) {
+        if (!((cand >> j) & 1))
+            continue;
+        const uint8_t *c = block + (j & 15);
+        const int shift = j < 16 ? 0 : 4;
+        float d = base;
+        for (ptrdiff_t m = 0; m < M; m++)
+            d += table[m * 16 + ((c[m * 16] >> shift) & 15)];
+        out[j] = d;
+        mask |= (uint32_t)(d <= thr) << j;
+    }
+    return mask;
+}
+
+#ifdef PQFAST_HAVE_X86
+/* AVX-512: a table row of 16 floats fits one register, so one permute looks
+ * up a sub-quantizer for 16 codes; all 32 codes are scored (about 8
+ * instructions per sub-quantizer), which costs less than scoring a few
+ * candidates one by one.  Same order of additions as the scalar version. */
+__attribute__((target("avx512f"))) static uint32_t
+pqfast_fs_exact_avx512(const uint8_t *block, ptrdiff_t M, const float *table, float base,
+                       float thr, uint32_t cand, float *out)
+{
+    (void)cand;
+    __m512 lo = _mm512_set1_ps(base), hi = lo;
+    for (ptrdiff_t m = 0; m < M; m++) {
+        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + m * 16)));
+        __m512 row = _mm512_loadu_ps(table + m * 16);
+        lo = _mm512_add_ps(lo, _mm512_permutexvar_ps(c, row)); /* uses c & 15 */
+        hi = _mm512_add_ps(hi, _mm512_permutexvar_ps(_mm512_srli_epi32(c, 4), row));
+    }
+    _mm512_storeu_ps(out, lo);
+    _mm512_storeu_ps(out + 16, hi);
+    const __m512 t = _mm512_set1_ps(thr);
+    return (uint32_t)_mm512_cmp_ps_mask(lo, t, _CMP_LE_OQ) |
+           ((uint32_t)_mm512_cmp_ps_mask(hi, t, _CMP_LE_OQ) << 16);
+}
+#endif
+
+static pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
+{
+#ifdef PQFAST_HAVE_X86
+    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+        return pqfast_fs_exact_avx512;
+#endif
+    (void)max_level;
+    return pqfast_fs_exact_scalar;
+}
+
 /* 8-bit table from a float table of M rows of 16: each row's minimum is
  * subtracted, one scale is shared, values are rounded.  Returns the scale
  * (0 when the table is constant); *bias receives the sum of the minima. */
