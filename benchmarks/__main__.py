@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> Results:
         results.notes.append("matplotlib not installed: no plots")
     results.meta["wall_s"] = round(time.perf_counter() - start, 1)
     command = "python -m benchmarks " + shlex.join(argv)
+    results.meta["command"] = command  # for python -m benchmarks.report
     write_json(results, args.out / f"results-{prefix}.json")
     write_markdown(results, args.out / f"report-{prefix}.md", plots, command)
     print(terminal_report(results))

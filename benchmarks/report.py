@@ -1,15 +1,35 @@
-"""Result tables (terminal and markdown), the speedup summary, JSON and the report."""
+"""Result tables (terminal and markdown), the speedup summary, JSON and the report.
+
+``python -m benchmarks.report results-<mode>.json`` re-renders the markdown
+report from a results file, without measuring anything.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.equal_recall import equal_recall_ratios, summary_lines
 from benchmarks.runners import Record, Results
+
+EQUAL_RECALL_TEXT = (
+    "Ratios pqfast / faiss (>1: pqfast faster) of the best QPS each library "
+    "reaches at the same recall, R@k (share of the true k nearest among the k "
+    "results, at the record's k). Per group (data, metric, index, M, nbits, k, "
+    "threads), every R@k of either library's points (all nprobe and nlist) up "
+    "to the lower of the two libraries' highest R@k is a level r, and QPS(r) is "
+    "the library's best QPS among its points with R@k >= r: no interpolation, "
+    "no level dropped, and exhaustive indexes (one point each) have one level, "
+    "the lower recall. A line gives the geometric mean over its groups of each "
+    "group's geometric mean over its levels, and the lowest ratio at any level."
+)
 
 
 def display_k(records: list[Record]) -> int:
@@ -136,9 +156,41 @@ def terminal_report(results: Results) -> str:
             "pqfast vs faiss, geometric mean of throughput ratios (>1: pqfast faster):",
             *(f"  {s}" for s in summary),
         ]
+    equal = summary_lines(equal_recall_ratios(results.records))
+    if equal:
+        text += [
+            "",
+            "pqfast vs faiss at equal recall (R@k; best QPS reaching each level):",
+            *(f"  {s}" for s in equal),
+        ]
     if results.notes:
         text += ["", "notes:", *(f"  {n}" for n in results.notes)]
     return "\n".join(text)
+
+
+EQUAL_RECALL_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("data", lambda g: f"{g['dataset']} {g['metric']}"),
+    ("index", lambda g: g["index"]),
+    ("MxB", lambda g: "" if g["M"] is None else f"{g['M']}x{g['nbits']}"),
+    ("k", lambda g: str(g["k"])),
+    ("thr", lambda g: str(g["threads"])),
+    ("max R@k pqfast", lambda g: f"{g['max_recall']['pqfast']:.3f}"),
+    ("max R@k faiss", lambda g: f"{g['max_recall']['faiss']:.3f}"),
+    ("levels", lambda g: str(len(g["search_batch"]["levels"]))),
+    ("batch geomean", lambda g: f"{g['search_batch']['geomean']:.2f}x"),
+    ("batch min", lambda g: f"{g['search_batch']['min']:.2f}x"),
+    ("1-query geomean", lambda g: f"{g['search_single']['geomean']:.2f}x"),
+    ("1-query min", lambda g: f"{g['search_single']['min']:.2f}x"),
+]
+
+
+def equal_recall_table(
+    groups: list[dict[str, Any]],
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the per-group equal-recall comparison."""
+    return [h for h, _ in EQUAL_RECALL_COLUMNS], [
+        [fn(g) for _, fn in EQUAL_RECALL_COLUMNS] for g in groups
+    ]
 
 
 def write_json(results: Results, path: Path) -> None:
@@ -152,9 +204,17 @@ def write_json(results: Results, path: Path) -> None:
 
 
 def write_markdown(
-    results: Results, path: Path, plots: list[Path], command: str
+    results: Results,
+    path: Path,
+    plots: list[Path],
+    command: str,
+    rendered_from: str | None = None,
 ) -> None:
-    """A markdown report: machine, versions, command, summary, table and plots."""
+    """A markdown report: machine, versions, command, summaries, tables and plots.
+
+    `rendered_from` names the results file when the report is re-rendered
+    from one rather than written by the run.
+    """
     m = results.meta
     lines = [
         f"# pqfast benchmark ({m['settings']['mode']})",
@@ -165,8 +225,13 @@ def write_markdown(
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- faiss SIMD level: {m['faiss_simd_level']}",
         f"- command: `{command}`",
-        "",
     ]
+    if rendered_from:
+        lines.append(
+            f"- report re-rendered from `{rendered_from}` by "
+            "`python -m benchmarks.report` (no new measurement)"
+        )
+    lines.append("")
     summary = speedup_summary(results.records)
     if summary:
         lines += [
@@ -176,6 +241,23 @@ def write_markdown(
             "(>1: pqfast faster), each the median of interleaved rounds.",
             "",
             *(f"- {s}" for s in summary),
+            "",
+        ]
+    groups = equal_recall_ratios(results.records)
+    if groups:
+        lines += [
+            "## pqfast vs faiss at equal recall",
+            "",
+            EQUAL_RECALL_TEXT,
+            "",
+            *(f"- {s}" for s in summary_lines(groups)),
+            "",
+            "Per group. max R@k is the highest recall each library reaches; "
+            "above the lower of the two only one library has points, and no "
+            "ratio is taken. The minimum is the worst single level; near the "
+            "lower ceiling a library may need its slowest point to reach it.",
+            "",
+            render_markdown(*equal_recall_table(groups)),
             "",
         ]
     if plots:
@@ -188,3 +270,68 @@ def write_markdown(
     if results.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in results.notes), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _linked_plots(report: Path) -> list[Path]:
+    """The images an existing markdown report links to, in its order."""
+    if not report.exists():
+        return []
+    links = re.findall(r"^!\[[^\]]*\]\(([^)]+)\)$", report.read_text(), re.M)
+    return [report.parent / link for link in links if "://" not in link]
+
+
+def _command_of(report: Path) -> str | None:
+    """The command line an existing markdown report states."""
+    if not report.exists():
+        return None
+    found = re.search(r"^- command: `(.*)`$", report.read_text(), re.M)
+    return found.group(1) if found else None
+
+
+def rerender(json_path: Path, out: Path | None = None) -> Path:
+    """Write the markdown report of a results JSON file again, measuring nothing.
+
+    Parameters
+    ----------
+    json_path
+        A ``results-<mode>.json`` written by ``python -m benchmarks``.
+    out
+        The report to write; default ``report-<mode>.md`` next to the JSON.
+
+    Returns
+    -------
+    Path
+        The report written.  Plots are not redrawn: the report links the
+        images its previous version linked (those still present), or else
+        every ``<mode>-*.png`` next to it.  The command is the one in the
+        JSON's meta, or else the one the previous report states.
+    """
+    doc = json.loads(json_path.read_text(encoding="utf-8"))
+    results = Results(doc["meta"], doc["records"], doc["notes"])
+    mode = results.meta["settings"]["mode"]
+    out = out or json_path.parent / f"report-{mode}.md"
+    plots = [p for p in _linked_plots(out) if p.exists()]
+    if not plots and not out.exists():
+        plots = sorted(out.parent.glob(f"{mode}-*.png"))
+    command = results.meta.get("command") or _command_of(out) or "(not recorded)"
+    write_markdown(results, out, plots, command, rendered_from=json_path.name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m benchmarks.report RESULTS.json [--out REPORT.md]``."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Re-render the markdown report from a results JSON file "
+        "(no benchmark is run, no plot redrawn).",
+    )
+    p.add_argument("results", type=Path, help="results-<mode>.json")
+    p.add_argument(
+        "--out", type=Path, help="report to write (default: report-<mode>.md beside it)"
+    )
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    print(f"wrote {rerender(args.results, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,9 +17,16 @@ if ROOT not in sys.path:
 
 from benchmarks import datasets  # noqa: E402
 from benchmarks.__main__ import main  # noqa: E402
+from benchmarks.equal_recall import (  # noqa: E402
+    equal_recall_ratios,
+    equal_recall_summary,
+    summary_lines,
+)
 from benchmarks.groundtruth import exact_knn, ground_truth, recall  # noqa: E402
 from benchmarks.libraries import load_libraries  # noqa: E402
 from benchmarks.plots import pareto  # noqa: E402
+from benchmarks.report import rerender, terminal_report  # noqa: E402
+from benchmarks.runners import Results  # noqa: E402
 
 RECORD_KEYS = {
     "dataset",
@@ -204,3 +211,156 @@ def test_missing_library_is_skipped() -> None:
 def test_pareto_front() -> None:
     pts = [(0.5, 100.0), (0.6, 50.0), (0.55, 40.0), (0.9, 10.0), (0.4, 90.0)]
     assert pareto(pts) == [(0.5, 100.0), (0.6, 50.0), (0.9, 10.0)]
+
+
+def _rec(
+    library: str,
+    recall: float,
+    qps: float,
+    *,
+    index: str = "IVFPQfs",
+    nprobe: int | None = 1,
+    k: int = 10,
+    threads: int = 1,
+    single: float | None = None,
+) -> dict:
+    """A minimal record: only the fields the equal-recall comparison reads."""
+    return {
+        "dataset": "toy",
+        "metric": "l2",
+        "library": library,
+        "index": index,
+        "M": None if index == "Flat" else 16,
+        "nbits": None if index == "Flat" else 4,
+        "nlist": 64 if index.startswith("IVF") else None,
+        "nprobe": nprobe,
+        "k": k,
+        "threads": threads,
+        "recall@1": None,
+        "recall@10": recall if k == 10 else None,
+        "recall@100": recall if k == 100 else None,
+        "search_batch_qps": qps,
+        "search_single_qps": qps if single is None else single,
+    }
+
+
+def _ivf_group(threads: int = 1) -> list[dict]:
+    """pqfast slower at every nprobe, more accurate; only it reaches 0.7 and 0.9."""
+    pq = [(1, 0.5, 80.0), (2, 0.7, 60.0), (4, 0.9, 30.0)]
+    fa = [(1, 0.4, 100.0), (2, 0.5, 75.0), (4, 0.6, 40.0)]
+    return [
+        _rec("pqfast", r, q, nprobe=n, threads=threads, single=2 * q) for n, r, q in pq
+    ] + [_rec("faiss", r, q, nprobe=n, threads=threads) for n, r, q in fa]
+
+
+def test_equal_recall_beats_equal_nprobe_by_hand() -> None:
+    recs = _ivf_group()
+    by_nprobe = {
+        n: [r["search_batch_qps"] for r in recs if r["nprobe"] == n] for n in (1, 2, 4)
+    }
+    assert all(p < f for p, f in by_nprobe.values())  # slower at equal nprobe
+    (g,) = equal_recall_ratios(recs)
+    assert (g["index"], g["M"], g["nbits"], g["k"], g["threads"]) == (
+        "IVFPQfs",
+        16,
+        4,
+        10,
+        1,
+    )
+    assert g["recall_key"] == "recall@10"
+    assert g["max_recall"] == {"pqfast": 0.9, "faiss": 0.6}
+    assert g["points"] == {"pqfast": 3, "faiss": 3}
+    batch = g["search_batch"]
+    # levels 0.7 and 0.9 only pqfast reaches: no ratio there
+    assert batch["levels"] == [0.4, 0.5, 0.6]
+    # 0.4: 80 / 100; 0.5: 80 / 75; 0.6: pqfast's 0.7 point (60) / faiss's 40
+    assert batch["ratios"] == pytest.approx([0.8, 80 / 75, 1.5])
+    assert batch["min"] == pytest.approx(0.8)
+    assert batch["geomean"] == pytest.approx((0.8 * 80 / 75 * 1.5) ** (1 / 3))
+    single = g["search_single"]  # pqfast's single-query QPS doubled
+    assert single["ratios"] == pytest.approx([1.6, 160 / 75, 3.0])
+
+
+def test_equal_recall_when_faiss_recall_falls_with_nprobe() -> None:
+    # faiss's best recall is at its fastest point, which then serves every level
+    recs = [
+        _rec("faiss", 0.30, 100.0, nprobe=1),
+        _rec("faiss", 0.25, 80.0, nprobe=2),
+        _rec("faiss", 0.20, 60.0, nprobe=4),
+        _rec("pqfast", 0.32, 70.0, nprobe=1),
+        _rec("pqfast", 0.35, 50.0, nprobe=2),
+    ]
+    (g,) = equal_recall_ratios(recs)
+    assert g["search_batch"]["levels"] == [0.20, 0.25, 0.30]
+    assert g["search_batch"]["ratios"] == pytest.approx([0.7, 0.7, 0.7])
+    assert g["max_recall"] == {"pqfast": 0.35, "faiss": 0.30}
+
+
+def test_equal_recall_exhaustive_single_points() -> None:
+    recs = [
+        # PQ: faiss more accurate, the one level is pqfast's recall
+        _rec("pqfast", 0.8, 50.0, index="PQ", nprobe=None),
+        _rec("faiss", 0.9, 100.0, index="PQ", nprobe=None),
+        _rec("nanopq", 0.95, 1000.0, index="PQ", nprobe=None),  # not compared
+        # Flat: both exact
+        _rec("pqfast", 1.0, 30.0, index="Flat", nprobe=None),
+        _rec("faiss", 1.0, 20.0, index="Flat", nprobe=None),
+        # only pqfast: left out
+        _rec("pqfast", 0.5, 10.0, index="PQfs", nprobe=None),
+    ]
+    groups = equal_recall_ratios(recs)
+    assert [g["index"] for g in groups] == ["Flat", "PQ"]
+    flat, pq = groups
+    assert flat["search_batch"]["levels"] == [1.0]
+    assert flat["search_batch"]["ratios"] == pytest.approx([1.5])
+    assert pq["search_batch"]["levels"] == [0.8]
+    assert pq["search_batch"]["ratios"] == pytest.approx([0.5])
+    assert pq["max_recall"] == {"pqfast": 0.8, "faiss": 0.9}
+
+
+def test_equal_recall_groups_and_summary() -> None:
+    recs = _ivf_group(threads=1) + _ivf_group(threads=2)
+    # a second k at 1 thread: own group, recall@100
+    recs += [
+        _rec("pqfast", 0.6, 50.0, k=100, nprobe=1),
+        _rec("faiss", 0.6, 100.0, k=100, nprobe=1),
+    ]
+    # k without a measured recall@k: ignored
+    recs += [_rec("pqfast", 0.6, 50.0, k=5), _rec("faiss", 0.6, 100.0, k=5)]
+    groups = equal_recall_ratios(recs)
+    assert [(g["k"], g["threads"]) for g in groups] == [(10, 1), (10, 2), (100, 1)]
+    assert groups[2]["recall_key"] == "recall@100"
+    summary = equal_recall_summary(groups)
+    assert [(s["index"], s["threads"], s["groups"]) for s in summary] == [
+        ("IVFPQfs", 1, 2),
+        ("IVFPQfs", 2, 1),
+    ]
+    one = (0.8 * 80 / 75 * 1.5) ** (1 / 3)
+    assert summary[0]["search_batch"]["geomean"] == pytest.approx((one * 0.5) ** 0.5)
+    assert summary[0]["search_batch"]["min"] == pytest.approx(0.5)
+    assert summary[0]["levels"] == 4
+    assert summary[1]["search_batch"]["geomean"] == pytest.approx(one)
+    lines = summary_lines(groups)
+    assert lines[1] == (
+        f"IVFPQfs threads=2: search_batch {one:.2f}x (min 0.80x), "
+        f"search_single {2 * one:.2f}x (min 1.60x) [1 groups, 3 levels]"
+    )
+
+
+def test_report_has_equal_recall_section(
+    quick_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    pytest.importorskip("faiss")
+    out, doc = quick_run
+    report = (out / "report-quick.md").read_text()
+    assert "## pqfast vs faiss at equal recall" in report
+    assert "R@k" in report and "max R@k pqfast" in report
+    again = rerender(out / "results-quick.json", tmp_path / "again.md").read_text()
+    assert "## pqfast vs faiss at equal recall" in again
+    assert "re-rendered from `results-quick.json`" in again
+    assert doc["meta"]["command"].startswith("python -m benchmarks --quick")
+    text = terminal_report(Results(doc["meta"], doc["records"], doc["notes"]))
+    lines = summary_lines(equal_recall_ratios(doc["records"]))
+    assert lines and "at equal recall" in text
+    for line in lines:
+        assert f"- {line}" in report and f"- {line}" in again and line in text
