@@ -8,7 +8,7 @@
 # exactly the k smallest pairs whatever the visiting order; this is what
 # makes results independent of the thread count.
 
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.float cimport FLT_MAX
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm
@@ -33,6 +33,8 @@ cdef extern from "simd.h" nogil:
     pqfast_count_le_fn pqfast_count_le_impl(int max_level, Py_ssize_t n)
     void pqfast_adc8_block(const float* table, const uint8_t* codes, Py_ssize_t n,
                            Py_ssize_t M, float base, float* out)
+    void pqfast_adc4_block(const float* table, const uint8_t* codes, Py_ssize_t n,
+                           Py_ssize_t M, Py_ssize_t code_size, float base, float* out)
     void pqfast_adc8_block2(const float* t1, const float* t2, const uint8_t* codes,
                             Py_ssize_t n, Py_ssize_t M, float base, float* out)
     enum: PQFAST_MQ
@@ -47,6 +49,9 @@ cdef extern from "simd.h" nogil:
     void pqfast_l2_from_dots(float* dist, const float* xnorm, float qn, Py_ssize_t n)
     void pqfast_negate(float* dist, Py_ssize_t n)
     float pqfast_min(const float* d, Py_ssize_t n)
+    ctypedef uint64_t (*pqfast_lt_bits_fn)(const float* d, Py_ssize_t n, float thr)
+    pqfast_lt_bits_fn pqfast_lt_bits_impl(int max_level)
+    Py_ssize_t pqfast_ctz64(uint64_t x)
 
 
 cdef extern from *:
@@ -242,6 +247,8 @@ cdef inline void adc_block(const float* table, const float* table2,
         pqfast_adc8_block2(table, table2, codes, nb, M, base, dist)
     elif nbits == 8:
         pqfast_adc8_block(table, codes, nb, M, base, dist)
+    elif nbits == 4:
+        pqfast_adc4_block(table, codes, nb, M, code_size, base, dist)
     else:
         for i in range(nb):
             dist[i] = base + adc_distance(table, codes + i * code_size, M, nbits, ksub)

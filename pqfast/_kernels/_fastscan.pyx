@@ -35,7 +35,7 @@ from pqfast._kernels._common cimport (
     heap_sift_down,
     heap_sort,
     pair_less,
-    pqfast_dot_table,
+    pqfast_dot_tables,
     team_size,
 )
 
@@ -297,7 +297,8 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
         ltab = qtab + mk
         heap_init(Dp + w * k, Ip + w * k, k)
         memset(qtab, 0, mk * sizeof(float))
-        pqfast_dot_table(xp + q * d, cbtp, M, dsub, 16, -2.0 if l2 else -1.0, qtab)
+        pqfast_dot_tables(xp + q * d, d, 1, cbtp, M, dsub, 16, -2.0 if l2 else -1.0,
+                          qtab, mk)
         for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
             l = pp[q * nprobe + p]
             if l < 0 or szp[l] == 0:

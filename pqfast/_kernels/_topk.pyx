@@ -1,7 +1,7 @@
 """Top-k kernels: exact k-NN by blocked GEMM, heap sorting and merging."""
 
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from pqfast._kernels._arrays cimport F32, I64, checked, dim, expect, make_selector
@@ -14,6 +14,9 @@ from pqfast._kernels._common cimport (
     heap_sift_down,
     heap_sort,
     pqfast_l2_from_dots,
+    pqfast_ctz64,
+    pqfast_lt_bits_fn,
+    pqfast_lt_bits_impl,
     pqfast_min,
     pqfast_negate,
     sqnorm,
@@ -56,7 +59,9 @@ def knn(x,              # IN  (nq, d) float32 queries
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef Py_ssize_t nblk = (nb + bb - 1) // bb
-    cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, row
+    cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, j0, row
+    cdef uint64_t bits
+    cdef pqfast_lt_bits_fn lt_bits = pqfast_lt_bits_impl(2)
     cdef float thr, mn
     cdef float* dist
     for w in prange(n_items, nogil=True, schedule="dynamic",
@@ -95,11 +100,17 @@ def knn(x,              # IN  (nq, d) float32 queries
                 elif mn < thr:
                     # Ids arrive in increasing order, so a tie with the heap top
                     # never wins and a plain "<" against the threshold suffices.
-                    for j in range(nbk):
-                        if dist[j] < thr and sel_allows(&selector, b0 + j):
-                            heap_sift_down(Dp + row * k, Ip + row * k, k, 0, dist[j],
-                                           b0 + j)
-                            thr = Dp[row * k]
+                    # Only entries below the threshold of their 64's start are
+                    # visited (bits), in order.
+                    for j0 in range(0, nbk, 64):
+                        bits = lt_bits(dist + j0, min(64, nbk - j0), thr)
+                        while bits != 0:
+                            j = j0 + pqfast_ctz64(bits)
+                            bits = bits & (bits - 1)
+                            if dist[j] < thr and sel_allows(&selector, b0 + j):
+                                heap_sift_down(Dp + row * k, Ip + row * k, k, 0,
+                                               dist[j], b0 + j)
+                                thr = Dp[row * k]
                 dist = dist + nbk
             b0 = b0 + nbk
         if nseg == 1:

@@ -500,6 +500,29 @@ static inline void pqfast_adc8_block(const float *table, const uint8_t *codes,
     }
 }
 
+/* 4-bit codes (two sub-codes a byte, low nibble first, as faiss packs them):
+ * out[i] = base + (table[0, c_i0] + table[1, c_i1] + ...), summed in m order
+ * as the generic bit-stream loop of _common.pxd does, so results are the
+ * same; here without its per-sub-code shifts, masks and branches. */
+static inline void pqfast_adc4_block(const float *table, const uint8_t *codes,
+                                     ptrdiff_t n, ptrdiff_t M, ptrdiff_t code_size,
+                                     float base, float *out)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * code_size;
+        float acc = 0;
+        ptrdiff_t m = 0;
+        for (; m + 2 <= M; m += 2) {
+            const uint8_t b = c[m >> 1];
+            acc += table[m * 16 + (b & 15)];
+            acc += table[m * 16 + 16 + (b >> 4)];
+        }
+        if (m < M)
+            acc += table[m * 16 + (c[m >> 1] & 15)];
+        out[i] = base + acc;
+    }
+}
+
 /* pqfast_adc8_block with the table given as the sum of two, t1 + t2, added
  * entry by entry as they are read: for a short inverted list this is cheaper
  * than building the summed table (M * 256 additions).  Each entry is rounded
@@ -651,6 +674,59 @@ static void pqfast_negate(float *dist, ptrdiff_t n)
 #pragma omp simd
     for (ptrdiff_t j = 0; j < n; j++)
         dist[j] = -dist[j];
+}
+
+/* Bit j set where d[j] < thr, for n <= 64 values: the k-NN selection visits
+ * only those (a loop over all n values mispredicts a branch per new entry). */
+typedef uint64_t (*pqfast_lt_bits_fn)(const float *d, ptrdiff_t n, float thr);
+
+static uint64_t pqfast_lt_bits_portable(const float *d, ptrdiff_t n, float thr)
+{
+    uint64_t bits = 0;
+    for (ptrdiff_t j = 0; j < n; j++)
+        bits |= (uint64_t)(d[j] < thr) << j;
+    return bits;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) static uint64_t
+pqfast_lt_bits_avx512(const float *d, ptrdiff_t n, float thr)
+{
+    const __m512 t = _mm512_set1_ps(thr);
+    uint64_t bits = 0;
+    for (ptrdiff_t j = 0; j < n; j += 16) {
+        const __mmask16 live = n - j >= 16 ? (__mmask16)0xFFFF
+                                           : (__mmask16)((1u << (n - j)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(live, d + j);
+        bits |= (uint64_t)_mm512_mask_cmp_ps_mask(live, v, t, _CMP_LT_OQ) << j;
+    }
+    return bits;
+}
+#endif
+
+/* Index of the lowest set bit of x != 0. */
+static inline ptrdiff_t pqfast_ctz64(uint64_t x)
+{
+#if defined(__GNUC__)
+    return (ptrdiff_t)__builtin_ctzll(x);
+#else
+    ptrdiff_t n = 0;
+    while (!(x & 1u)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+static pqfast_lt_bits_fn pqfast_lt_bits_impl(int max_level)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+        return pqfast_lt_bits_avx512;
+#endif
+    (void)max_level;
+    return pqfast_lt_bits_portable;
 }
 
 /* Smallest of d[0..n); FLT_MAX when n == 0. */
