@@ -28,6 +28,11 @@ cdef extern from "simd.h" nogil:
                                           Py_ssize_t dsub, Py_ssize_t ksub,
                                           float* out)
     pqfast_l2sq_cols_fn pqfast_l2sq_cols_impl(int max_level, Py_ssize_t ksub)
+    ctypedef void (*pqfast_l2sq_cols2_fn)(const float* x0, const float* x1,
+                                          const float* cbt, Py_ssize_t dsub,
+                                          Py_ssize_t ksub, float* out0, float* out1,
+                                          float* mins)
+    pqfast_l2sq_cols2_fn pqfast_l2sq_cols2_impl(int max_level, Py_ssize_t ksub)
     ctypedef int (*pqfast_count_le_fn)(const float* d, Py_ssize_t n, float thr,
                                        int* last)
     pqfast_count_le_fn pqfast_count_le_impl(int max_level, Py_ssize_t n)

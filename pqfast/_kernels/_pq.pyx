@@ -26,6 +26,8 @@ from pqfast._kernels._common cimport (
     pqfast_dot_table,
     pqfast_l2sq_cols_fn,
     pqfast_l2sq_cols_impl,
+    pqfast_l2sq_cols2_fn,
+    pqfast_l2sq_cols2_impl,
     PQFAST_MQ,
     pqfast_adc8_multi_fn,
     pqfast_adc8_multi_impl,
@@ -103,26 +105,41 @@ cdef inline uint16_t nearest_of(const float* xs, const float* y, Py_ssize_t dsub
 cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
                         const float* cents, const float* cbt, Py_ssize_t M,
                         Py_ssize_t ksub, Py_ssize_t dsub, pqfast_l2sq_cols_fn l2sq,
-                        pqfast_count_le_fn count_le, float* dist,
-                        uint16_t* ip) noexcept nogil:
+                        pqfast_l2sq_cols2_fn l2sq2, pqfast_count_le_fn count_le,
+                        float* dist, uint16_t* ip) noexcept nogil:
     """Codes of nr rows from direct float32 distances ||x - y||^2 (l2sq: a
-    version of pqfast_l2sq_cols_* in simd.h).
+    version of pqfast_l2sq_cols_* in simd.h; l2sq2, when not NULL, the same
+    for two rows at once, bit-identical; dist holds 2 * ksub floats).
 
     Their relative error is at most (dsub + 2) u (see simd.h), so a
     centroid more than 4x that above the minimum cannot be the nearest.  The
     sub-quantizer loop is outermost: its transposed codebook stays in L1.
     """
-    cdef Py_ssize_t i, m
+    cdef Py_ssize_t i, m, r
     cdef float mn, thr
+    cdef float mins[2]
     cdef const float* xs
     cdef float rel = 4.8e-7 * (dsub + 4)
     for m in range(M):
-        for i in range(nr):
+        i = 0
+        if l2sq2 != NULL:
+            while i + 2 <= nr:
+                xs = xp + i * d + m * dsub
+                l2sq2(xs, xs + d, cbt + m * dsub * ksub, dsub, ksub, dist, dist + ksub,
+                      mins)
+                for r in range(2):
+                    thr = mins[r] + rel * mins[r] + FLT_MIN
+                    ip[(i + r) * M + m] = nearest_of(xs + r * d, cents + m * ksub * dsub,
+                                                     dsub, ksub, dist + r * ksub, thr,
+                                                     count_le)
+                i = i + 2
+        while i < nr:
             xs = xp + i * d + m * dsub
             mn = l2sq(xs, cbt + m * dsub * ksub, dsub, ksub, dist)
             thr = mn + rel * mn + FLT_MIN  # FLT_MIN: subnormal rounding
             ip[i * M + m] = nearest_of(xs, cents + m * ksub * dsub, dsub, ksub,
                                        dist, thr, count_le)
+            i = i + 1
 
 
 cdef void assign_gemm(const float* xp, Py_ssize_t nr, Py_ssize_t d,
@@ -195,6 +212,7 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
     cdef int nt = <int>dim(work, 0)
     cdef float* w
     cdef pqfast_l2sq_cols_fn l2sq = pqfast_l2sq_cols_impl(simd, ksub)
+    cdef pqfast_l2sq_cols2_fn l2sq2 = pqfast_l2sq_cols2_impl(simd, ksub)
     cdef pqfast_count_le_fn count_le = pqfast_count_le_impl(simd, ksub)
     for c in prange(n_chunks, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_chunks, 1, nt)):
@@ -203,7 +221,8 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
         w = wp + threadid() * wcols
         if direct:
             assign_direct(xp + i0 * d, nr, d, cp, cbtp, M, ksub, dsub, l2sq,
-                          count_le, w, ip + i0 * M)
+                          l2sq2 if wcols >= 2 * ksub else NULL, count_le, w,
+                          ip + i0 * M)
         else:
             assign_gemm(xp + i0 * d, nr, d, cp, ynp, M, ksub, dsub, count_le, w,
                         ip + i0 * M)
