@@ -265,16 +265,18 @@ def _pq_kernel_search(index, x, k, simd, sel=None):
 
 
 @pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
-@pytest.mark.parametrize("M", [4, 12, 16])  # 12: sub-quantizers past the groups of 8
-def test_multi_query_pq_scan_equals_one_query_scans(metric, M):
-    """IndexPQ scans 8-bit codes for up to 8 queries at once (interleaved
-    tables).  Every query's row is bit-identical to searching it alone, for
-    any batch size, with duplicate codes (ties broken by id), a selector, k
-    beyond ntotal, at 1 and 2 threads, and at the portable and AVX2 levels."""
+@pytest.mark.parametrize("nbits", [8, 4])
+@pytest.mark.parametrize("M", [3, 4, 12, 16])  # 3, 12: past the groups of 8, odd M
+def test_multi_query_pq_scan_equals_one_query_scans(metric, nbits, M):
+    """IndexPQ scans 8- and 4-bit codes for up to 8 queries at once
+    (interleaved tables).  Every query's row is bit-identical to searching it
+    alone, for any batch size, with duplicate codes (ties broken by id), a
+    selector, k beyond ntotal, at 1 and 2 threads, and at the portable and
+    AVX2 levels."""
     rng = np.random.default_rng(M)
     x = gaussian_mixture(rng, 1500, 48)
     x[700:900] = x[:200]  # duplicates: equal distances, ties by id
-    index = pqfast.IndexPQ(48, M, 8, metric)
+    index = pqfast.IndexPQ(48, M, nbits, metric)
     index.train(x)
     index.add(x)
     xq = x[rng.choice(1500, 19, replace=False)] + 0.05

@@ -43,10 +43,10 @@ cdef extern from "simd.h" nogil:
     void pqfast_adc8_block2(const float* t1, const float* t2, const uint8_t* codes,
                             Py_ssize_t n, Py_ssize_t M, float base, float* out)
     enum: PQFAST_MQ
-    ctypedef void (*pqfast_adc8_multi_fn)(const float* T, const uint8_t* codes,
-                                          Py_ssize_t n, Py_ssize_t M, const float* base,
-                                          const float* thr, float* out, uint8_t* hit)
-    pqfast_adc8_multi_fn pqfast_adc8_multi_impl(int max_level)
+    ctypedef void (*pqfast_adc_multi_fn)(const float* T, const uint8_t* codes,
+                                         Py_ssize_t n, Py_ssize_t M, const float* base,
+                                         const float* thr, float* out, uint8_t* hit)
+    pqfast_adc_multi_fn pqfast_adc_multi_impl(int max_level, int nbits)
     void pqfast_interleave8(const float* tables, Py_ssize_t nq, Py_ssize_t mk, float* T)
     void pqfast_dot_tables(const float* x, Py_ssize_t ldx, Py_ssize_t nq,
                            const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
@@ -289,13 +289,15 @@ cdef inline void scan_codes(const float* table, const float* table2,
         b0 = b0 + nb
 
 
-cdef inline void scan_codes_multi(pqfast_adc8_multi_fn adc, const float* T,
+cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
                                   const uint8_t* codes, const int64_t* ids, int64_t id0,
-                                  Py_ssize_t n, Py_ssize_t M, const float* base,
+                                  Py_ssize_t n, Py_ssize_t code_size, Py_ssize_t M,
+                                  const float* base,
                                   Py_ssize_t nq, float* hd, int64_t* hi,
                                   Py_ssize_t hstride, Py_ssize_t k,
                                   const Selector* sel) noexcept nogil:
-    """scan_codes for nq <= PQFAST_MQ queries at once over 8-bit codes.
+    """scan_codes for nq <= PQFAST_MQ queries at once over 8- or 4-bit codes
+    (adc from pqfast_adc_multi_impl).
 
     T holds their tables interleaved (pqfast_interleave8), base[q] their
     constants; query q's heap is (hd + q * hstride, hi + q * hstride).  The
@@ -318,7 +320,7 @@ cdef inline void scan_codes_multi(pqfast_adc8_multi_fn adc, const float* T,
         thr[q] = hd[q * hstride] if q < nq else -FLT_MAX
     while b0 < n:
         nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
-        adc(T, codes + b0 * M, nb, M, b, thr, dist, hit)
+        adc(T, codes + b0 * code_size, nb, M, b, thr, dist, hit)
         for j in range(nb):
             h = hit[j]
             q = 0

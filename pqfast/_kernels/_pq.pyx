@@ -29,8 +29,8 @@ from pqfast._kernels._common cimport (
     pqfast_l2sq_cols2_fn,
     pqfast_l2sq_cols2_impl,
     PQFAST_MQ,
-    pqfast_adc8_multi_fn,
-    pqfast_adc8_multi_impl,
+    pqfast_adc_multi_fn,
+    pqfast_adc_multi_impl,
     pqfast_interleave8,
     scan_codes,
     scan_codes_multi,
@@ -50,20 +50,25 @@ cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
 
 def work_columns(Py_ssize_t M, Py_ssize_t ksub):
     """Scratch floats per thread that pq_search needs: a block's tables, and
-    for 8-bit codes the same interleaved for scan_codes_multi."""
-    return (max_block(ksub) + (PQFAST_MQ if ksub == 256 else 0)) * M * ksub + 32
+    for 8- and 4-bit codes the same interleaved for scan_codes_multi."""
+    return (max_block(ksub) + (PQFAST_MQ if multi(ksub) else 0)) * M * ksub + 32
+
+
+cdef inline bint multi(Py_ssize_t ksub) noexcept nogil:
+    """Codes scanned for several queries at once (pqfast_adc_multi_impl)."""
+    return ksub == 256 or ksub == 16
 
 
 cdef inline Py_ssize_t query_block(Py_ssize_t nq, Py_ssize_t ksub, Py_ssize_t nseg,
                                    int nt) noexcept nogil:
-    """Queries per work item.  8-bit codes: blocks of up to PQFAST_MQ scanned
+    """Queries per work item.  8- and 4-bit codes: blocks of up to PQFAST_MQ scanned
     together, as few blocks as keep every thread busy, of even sizes.
     Otherwise tables only are built together, in blocks small enough that
     each thread gets about four."""
     cdef Py_ssize_t nblocks
     if nseg > 1 or nq <= 1:
         return 1
-    if ksub == 256:
+    if multi(ksub):
         nblocks = (nq + PQFAST_MQ - 1) // PQFAST_MQ
         nblocks = (nblocks + nt - 1) // nt * nt
         return max(1, (nq + nblocks - 1) // nblocks)
@@ -321,7 +326,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t qb = query_block(nq, ksub, nseg, nt)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
-    cdef pqfast_adc8_multi_fn adc = pqfast_adc8_multi_impl(simd)
+    cdef pqfast_adc_multi_fn adc = pqfast_adc_multi_impl(simd, nbits)
     cdef float* base
     cdef float* tables
     cdef float* T
@@ -343,10 +348,10 @@ def pq_search(x,            # IN  (nq, d) float32 queries
             base[i] = sqnorm(xp + q * d, d) if l2 else 0
         hd = Dp + (q0 * nseg + s) * k
         hi_ = Ip + (q0 * nseg + s) * k
-        if hi > lo and nqb > 1 and nbits == 8:
+        if hi > lo and nqb > 1 and adc != NULL:
             T = <float*>((<size_t>(tables + nqb * mk) + 63) & ~(<size_t>63))
             pqfast_interleave8(tables, nqb, mk, T)
-            scan_codes_multi(adc, T, cp + lo * cs, NULL, lo, hi - lo, M,
+            scan_codes_multi(adc, T, cp + lo * cs, NULL, lo, hi - lo, cs, M,
                              base, nqb, hd, hi_, nseg * k, k, &selector)
         elif hi > lo:
             for i in range(nqb):

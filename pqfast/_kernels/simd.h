@@ -622,9 +622,9 @@ static inline void pqfast_adc8_block2(const float *t1, const float *t2,
  * are bit-identical to its one-query scan.  hit[i] has bit q set when lane q
  * of code i is <= thr[q]: the caller visits only those. */
 #define PQFAST_MQ 8
-typedef void (*pqfast_adc8_multi_fn)(const float *T, const uint8_t *codes, ptrdiff_t n,
-                                     ptrdiff_t M, const float *base, const float *thr,
-                                     float *out, uint8_t *hit);
+typedef void (*pqfast_adc_multi_fn)(const float *T, const uint8_t *codes, ptrdiff_t n,
+                                    ptrdiff_t M, const float *base, const float *thr,
+                                    float *out, uint8_t *hit);
 
 static void pqfast_adc8_multi_portable(const float *T, const uint8_t *codes, ptrdiff_t n,
                                        ptrdiff_t M, const float *base, const float *thr,
@@ -688,15 +688,71 @@ pqfast_adc8_multi_avx2(const float *T, const uint8_t *codes, ptrdiff_t n, ptrdif
 }
 #endif
 
-/* The best version for this CPU, up to max_level (0 portable, >= 1 AVX2). */
-static pqfast_adc8_multi_fn pqfast_adc8_multi_impl(int max_level)
+/* The same for 4-bit codes ((M + 1) / 2 bytes, low nibble first), tables of
+ * 16 entries, each lane adding in the order of pqfast_adc4_block. */
+static void pqfast_adc4_multi_portable(const float *T, const uint8_t *codes, ptrdiff_t n,
+                                       ptrdiff_t M, const float *base, const float *thr,
+                                       float *out, uint8_t *hit)
 {
+    const ptrdiff_t cs = (M + 1) / 2;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * cs;
+        float acc[PQFAST_MQ] = {0};
+        for (ptrdiff_t m = 0; m < M; m++) {
+            const int v = (m & 1) ? c[m >> 1] >> 4 : c[m >> 1] & 15;
+            const float *r = T + (m * 16 + v) * PQFAST_MQ;
+            for (int q = 0; q < PQFAST_MQ; q++)
+                acc[q] += r[q];
+        }
+        uint8_t h = 0;
+        for (int q = 0; q < PQFAST_MQ; q++) {
+            float d = base[q] + acc[q];
+            out[i * PQFAST_MQ + q] = d;
+            h |= (uint8_t)((d <= thr[q]) << q);
+        }
+        hit[i] = h;
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void
+pqfast_adc4_multi_avx2(const float *T, const uint8_t *codes, ptrdiff_t n, ptrdiff_t M,
+                       const float *base, const float *thr, float *out, uint8_t *hit)
+{
+    const __m256 b = _mm256_loadu_ps(base), th = _mm256_loadu_ps(thr);
+    const ptrdiff_t cs = (M + 1) / 2;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * cs;
+        __m256 acc = _mm256_setzero_ps();
+        ptrdiff_t m = 0;
+        for (; m + 2 <= M; m += 2) {
+            const int v = c[m >> 1];
+            acc = _mm256_add_ps(acc, _mm256_loadu_ps(T + (m * 16 + (v & 15)) * PQFAST_MQ));
+            acc = _mm256_add_ps(acc,
+                                _mm256_loadu_ps(T + (m * 16 + 16 + (v >> 4)) * PQFAST_MQ));
+        }
+        if (m < M)
+            acc = _mm256_add_ps(acc,
+                                _mm256_loadu_ps(T + (m * 16 + (c[m >> 1] & 15)) * PQFAST_MQ));
+        acc = _mm256_add_ps(b, acc);
+        _mm256_storeu_ps(out + i * PQFAST_MQ, acc);
+        hit[i] = (uint8_t)_mm256_movemask_ps(_mm256_cmp_ps(acc, th, _CMP_LE_OQ));
+    }
+}
+#endif
+
+/* The best version for this CPU and nbits (8 or 4; NULL otherwise), up to
+ * max_level (0 portable, >= 1 AVX2). */
+static pqfast_adc_multi_fn pqfast_adc_multi_impl(int max_level, int nbits)
+{
+    if (nbits != 8 && nbits != 4)
+        return NULL;
 #if defined(__GNUC__) && defined(__x86_64__)
     if (max_level >= 1 && __builtin_cpu_supports("avx2"))
-        return pqfast_adc8_multi_avx2;
+        return nbits == 8 ? pqfast_adc8_multi_avx2 : pqfast_adc4_multi_avx2;
 #endif
     (void)max_level;
-    return pqfast_adc8_multi_portable;
+    return nbits == 8 ? pqfast_adc8_multi_portable : pqfast_adc4_multi_portable;
 }
 
 /* T[(j) * 8 + q] = tables[q * mk + j] for the nq <= 8 tables of mk entries;
