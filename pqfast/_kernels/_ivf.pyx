@@ -50,9 +50,10 @@ from pqfast._kernels._common cimport (
 
 cdef enum:
     QUERY_BLOCK = 8   # queries whose tables are built together (pqfast_dot_tables)
-    SHORT_LIST = 128  # lists shorter than this are scanned with two tables (measured:
-                      # 0 -> 128 took M=32, nprobe 64, 26 codes a list from 76 to 45 ms;
-                      # always two tables made 780-code lists 1.5x slower)
+    SHORT_LIST = 64   # lists shorter than this are scanned with two tables (measured:
+                      # 0 -> 64 took M=32, nprobe 64, 26 codes a list from 76 to 45 ms;
+                      # 64 -> 128 made 130-code lists 3-7 % slower, 26-code ones no
+                      # faster; always two tables made 780-code lists 1.5x slower)
 
 
 cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
