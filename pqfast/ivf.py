@@ -727,10 +727,11 @@ class IndexIVFPQ(IndexIVF):
         the one-call path does not apply (another quantizer, or codes not by
         residual, whose coarse terms differ).
 
-        Cached with the state they are read from: the quantizer's contents
-        (its modification count), the codebooks (``pq.version``) and the
-        precomputed-table settings.  The inverted lists' arrays need no key:
-        the lists update them in place (``kernel_arrays``).
+        Cached with the state they are read from: the quantizer (object and
+        modification count), the codebooks (``pq.version``), the inverted
+        lists object and the precomputed-table settings.  Adding or removing
+        vectors needs no new arguments: the lists update their address and
+        size arrays in place (``kernel_arrays``).
         """
         q, pq = self.quantizer, self.pq
         if (
