@@ -13,7 +13,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp", "_topk", "_kmeans", "_pq", "_ivf", "_fastscan", "_range"]
+KERNELS = ["_openmp", "_check", "_topk", "_kmeans", "_pq", "_ivf", "_fastscan", "_range"]
 
 
 def _compiles_with(compiler, flags):

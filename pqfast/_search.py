@@ -16,6 +16,8 @@ from pqfast._threads import omp_get_max_threads
 # A query's scan is split across threads only in pieces of at least this many
 # codes: below it, waking another thread costs more than it saves.
 CODES_PER_SEGMENT = 8192
+# dtype objects, not the scalar types: np.empty then skips a conversion per call
+_F32, _I64 = np.dtype(np.float32), np.dtype(np.int64)
 
 
 def n_segments(nq: int, work_per_query: int) -> int:
@@ -37,7 +39,7 @@ def n_segments(nq: int, work_per_query: int) -> int:
 
 def result_arrays(rows: int, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Uninitialised (D, I) for a kernel, which pads them itself (FLT_MAX, -1)."""
-    return np.empty((rows, k), np.float32), np.empty((rows, k), np.int64)
+    return np.empty((rows, k), _F32), np.empty((rows, k), _I64)
 
 
 def scratch(per_thread: int, dtype: type = np.float32) -> NDArray:

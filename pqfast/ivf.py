@@ -565,6 +565,7 @@ class IndexIVFPQ(IndexIVF):
         self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
         self.precomputed_table_max_bytes = 1 << 31
         self._precomputed: tuple[object, NDArray[np.float32]] | None = None
+        self._fused: tuple[tuple, tuple] | None = None  # see _fused_args
         self._by_residual = True
 
     @property
@@ -713,23 +714,49 @@ class IndexIVFPQ(IndexIVF):
         most of the time went to the Python around the two kernels.  Its coarse
         search computes what IndexFlat's does for so few queries (same SIMD
         dot products, same order), so the probes are the same."""
-        q = self.quantizer
-        if (
-            x.shape[0] > _FUSED_MAX_QUERIES
-            or not isinstance(q, IndexFlat)
-            or q.metric_type != self.metric_type
-            or not self._by_residual  # (the kernel's coarse terms are residual ones)
-        ):
+        if x.shape[0] > _FUSED_MAX_QUERIES:
             return False
-        pq = self.pq
-        mk = pq.M * pq.ksub
-        _ivf.ivfpq_search_flat(
-            x, nprobe, q._norms.view(), pq._cbt, pq._ynorm, self._precomputed_table(),
-            q._xb.view(), *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
-            self.metric_type == METRIC_L2, sel, scratch(2 * mk + 2 * self.nlist),
-            scratch(nprobe, np.int64), D, I,
-        )  # fmt: skip
+        args = self._fused_args()
+        if args is None:
+            return False
+        _ivf.ivfpq_search_flat(x, nprobe, *args, sel, D, I)
         return True
+
+    def _fused_args(self) -> tuple | None:
+        """ivfpq_search_flat's arguments from `cnorms` to `l2`, or None when
+        the one-call path does not apply (another quantizer, or codes not by
+        residual, whose coarse terms differ).
+
+        Cached with the state they are read from: the quantizer (object and
+        modification count), the codebooks (``pq.version``), the inverted
+        lists object and the precomputed-table settings.  Adding or removing
+        vectors needs no new arguments: the lists update their address and
+        size arrays in place (``kernel_arrays``).
+        """
+        q, pq = self.quantizer, self.pq
+        if (
+            not isinstance(q, IndexFlat)
+            or q.metric_type != self.metric_type
+            or not self._by_residual
+        ):
+            return None
+        state = (
+            q,
+            q._version,
+            pq,
+            pq.version,
+            self.invlists,
+            self.use_precomputed_table,
+            self.precomputed_table_max_bytes,
+        )
+        if self._fused is None or self._fused[0] != state:
+            args = (
+                q._norms.view(), pq._cbt, pq._ynorm, self._precomputed_table(),
+                q._xb.view(), *self.invlists.kernel_arrays(), self.code_size,
+                pq.nbits, self.metric_type == METRIC_L2,
+            )  # fmt: skip
+            self._fused = (state, args)
+        return self._fused[1]
 
     def __repr__(self) -> str:
         pq = self.pq

@@ -46,6 +46,16 @@ BAD_VECTORS = [
     (np.full((4, D), np.inf), ValueError, "NaN or infinity"),
     (np.zeros((4, D), np.complex64), TypeError, "real"),
     (np.array([["a"] * D]), TypeError, "numeric"),
+    # float32 C-contiguous: the unconverted path, range-checked in C
+    (np.full((1, D), np.nan, np.float32), ValueError, "NaN or infinity"),
+    (
+        np.where(np.arange(D) == D - 1, np.inf, 0).astype(np.float32)[None],
+        ValueError,
+        "NaN or infinity",
+    ),
+    (np.full((1, D), -1e20, np.float32), ValueError, "overflow"),
+    (np.zeros((1, D + 1), np.float32), ValueError, "dimensions"),
+    (np.zeros((1, D, 1), np.float32), ValueError, "2-D"),
 ]
 
 

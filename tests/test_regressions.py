@@ -300,3 +300,127 @@ def test_multi_query_pq_scan_equals_one_query_scans(metric, nbits, M):
             np.testing.assert_array_equal(
                 simd[1], index.search(xq, 10, params=pqfast.SearchParameters(sel=s))[1]
             )
+
+
+def test_fused_search_follows_index_changes(xb, monkeypatch):
+    """The one-call path's cached kernel arguments (_fused_args) are rebuilt
+    or stay valid after every change to what they are read from: each search
+    equals the two-step path, which gathers its arguments afresh."""
+    import pqfast.ivf as ivf_module
+
+    index = trained_ivf(xb)
+    index.nprobe = 4
+    q = np.ascontiguousarray(xb[:1] + 0.01, dtype=np.float32)
+
+    def check():
+        fused = index.search(q, 10)
+        monkeypatch.setattr(ivf_module, "_FUSED_MAX_QUERIES", 0)
+        two_step = index.search(q, 10)
+        monkeypatch.undo()
+        for a, b in zip(fused, two_step):
+            np.testing.assert_array_equal(a, b)
+        return fused
+
+    empty = check()  # arguments cached while the lists are empty
+    assert (empty[1] == -1).all()
+    changes = [
+        lambda: index.add(xb[:1500]),
+        lambda: index.add(xb[1500:]),  # lists grow: their arrays are reallocated
+        lambda: index.remove_ids(pqfast.IDSelectorRange(0, 700)),
+        lambda: setattr(index, "nprobe", 16),
+        lambda: pqfast.omp_set_num_threads(1),
+        lambda: pqfast.omp_set_num_threads(2),
+        lambda: setattr(index, "use_precomputed_table", -1),  # no list-term table
+        lambda: setattr(index, "use_precomputed_table", 0),
+        lambda: setattr(index, "precomputed_table_max_bytes", 0),
+        lambda: setattr(index, "precomputed_table_max_bytes", 1 << 31),
+        index.precompute_table,
+        index.reset,
+        lambda: setattr(index.pq, "centroids", index.pq.centroids * 1.5),
+        lambda: index.add(xb),
+    ]
+    seen = {index._fused_args()[3].shape}
+    for change in changes:
+        change()
+        check()
+        seen.add(index._fused_args()[3].shape)
+    assert (0, 0, 0) in seen and (16, 8, 256) in seen  # both table settings ran
+    # the coarse centroids replaced by hand (the quantizer counts its changes)
+    shifted = index.quantizer.reconstruct_n(0, 16) + 0.5
+    index.quantizer.reset()
+    index.quantizer.add(shifted)
+    assert check()[1][0, 0] >= 0
+    assert_distances_match_reconstruction(index, q)
+    # merge_from empties the other index, whose cached arguments must follow
+    other = trained_ivf(xb)
+    other.quantizer.reset()
+    other.quantizer.add(shifted)
+    other.pq.centroids = index.pq.centroids
+    other.add(xb[:100])
+    other.search(q, 5)
+    index.merge_from(other, add_id=10_000)
+    assert other.search(q, 5)[1].max() == -1
+    assert check()[0].shape == (1, 10)
+
+
+def test_fused_search_is_thread_safe(xb):
+    """Concurrent one-query searches on one index give the sequential results
+    (the kernel's scratch space is allocated per call, not kept on the index)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = trained_ivf(xb)
+    index.add(xb)
+    index.nprobe = 8
+    queries = [np.ascontiguousarray(xb[i : i + 1] + 0.01) for i in range(200)]
+    expected = [index.search(q, 10) for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda q: index.search(q, 10), queries * 3))
+    for (D, I), (De, Ie) in zip(got, expected * 3):
+        np.testing.assert_array_equal(D, De)
+        np.testing.assert_array_equal(I, Ie)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e20, -2e15])
+@pytest.mark.parametrize("where", [0, 31, 5000, -1])
+def test_float32_input_range_checked_in_c(bad, where):
+    """float32 C-contiguous input skips conversion (check_vectors's C path) but
+    is still refused with the messages of the general path, wherever the bad
+    value is (first, a later row, a later block of the C loop, the last)."""
+    from pqfast._validation import check_vectors
+
+    x = np.zeros((400, 32), np.float32)
+    x.ravel()[where] = bad
+    match = "NaN or infinity" if not np.isfinite(bad) else "overflow"
+    with pytest.raises(ValueError, match=match):
+        check_vectors(x, 32)
+    with pytest.raises(ValueError, match=match):  # the same through conversion
+        check_vectors(x.astype(np.float64), 32)
+    single = np.ascontiguousarray(x.reshape(-1, 32)[[where // 32]])
+    with pytest.raises(ValueError, match=match):
+        check_vectors(single, 32)
+
+
+def test_all_within_matches_numpy():
+    """_check.all_within agrees with numpy, at the bound and around it."""
+    from pqfast._kernels import _check
+
+    rng = np.random.default_rng(0)
+    bound = 1e15
+    edge = np.float32(bound)  # 1e15 rounded to float32: the largest value allowed
+    special = np.array(
+        [edge, -edge, np.nextafter(edge, np.inf), -np.nextafter(edge, np.inf),
+         -0.0, np.nan, np.inf, 3e38], np.float32,
+    )  # fmt: skip
+    for n in (0, 1, 7, 4096, 4097, 20000):
+        x = rng.standard_normal(n).astype(np.float32)
+        assert _check.all_within(x, bound)
+        for v in special if n else ():
+            for pos in {0, n // 2, n - 1}:
+                y = x.copy()
+                y[pos] = v
+                expected = bool(np.all(np.abs(y.astype(np.float64)) <= bound))
+                assert _check.all_within(y, bound) == expected, (n, v, pos)
+    with pytest.raises(TypeError):
+        _check.all_within(np.zeros(4), bound)  # float64: not what it reads
+    with pytest.raises(TypeError):
+        _check.all_within(np.zeros((4, 4), np.float32).T, bound)  # not C-contiguous

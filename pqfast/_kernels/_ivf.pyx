@@ -14,6 +14,7 @@ list table: <x, c + y> = <x, c> + sum_m <x_m, y_m>.
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
@@ -49,9 +50,10 @@ from pqfast._kernels._common cimport (
 
 cdef enum:
     QUERY_BLOCK = 8   # queries whose tables are built together (pqfast_dot_tables)
-    SHORT_LIST = 128  # lists shorter than this are scanned with two tables (measured:
-                      # 0 -> 128 took M=32, nprobe 64, 26 codes a list from 76 to 45 ms;
-                      # always two tables made 780-code lists 1.5x slower)
+    SHORT_LIST = 64   # lists shorter than this are scanned with two tables (measured:
+                      # 0 -> 64 took M=32, nprobe 64, 26 codes a list from 76 to 45 ms;
+                      # 64 -> 128 made 130-code lists 3-7 % slower, 26-code ones no
+                      # faster; always two tables made 780-code lists 1.5x slower)
 
 
 cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
@@ -231,41 +233,44 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                       cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, sizes,
                       Py_ssize_t code_size, int nbits, bint l2,
                       sel,        # IN  id filter (kind, lo, hi, sorted ids)
-                      work,       # SCRATCH (n_threads, >= 2 * M * ksub + 2 * nlist) f32
-                      probe_ids,  # SCRATCH (n_threads, >= nprobe) int64
                       D,          # OUT (nq, k) float32, sorted
                       I):         # OUT (nq, k) int64
     """ivfpq_search for a flat coarse quantizer of the index's metric, whose
     centroids are `centroids`: each query's coarse search and list scan in one
     call (no per-call arrays for the probes; for one query, most of the time
-    was outside the kernels).  Arguments as for ivfpq_search."""
+    was outside the kernels).  Arguments as for ivfpq_search; the scratch
+    space is allocated here, per call, so concurrent calls share nothing."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
-    cdef int64_t* pip = <int64_t*>checked(probe_ids, I64, 2, True, "probe_ids")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
                                  sizes, d, code_size, nbits, l2)
-    cdef Py_ssize_t nlist = dim(sizes, 0), mk = L.M * L.ksub, wcols = dim(work, 1)
+    cdef Py_ssize_t nlist = dim(sizes, 0), mk = L.M * L.ksub
     expect(dim(cnorms, 0) == nlist, "centroid norms")
-    expect(1 <= nprobe <= nlist and dim(probe_ids, 1) >= nprobe
-           and dim(probe_ids, 0) == dim(work, 0), "nprobe")
+    expect(1 <= nprobe <= nlist, "nprobe")
     expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1,
            "heap shapes")
-    expect(wcols >= 2 * mk + 2 * nlist, "work")
-    cdef int nt = <int>dim(work, 0)
     cdef Selector selector = make_selector(sel)
-    cdef Py_ssize_t q, pcols = dim(probe_ids, 1)
+    cdef int nt = team_size(nq, 1, 0)
+    # Per thread: the query table, a list table, the coarse distances and
+    # the probe heap's terms (floats), and the probe heap's list numbers.
+    cdef Py_ssize_t wcols = 2 * mk + nlist + nprobe
+    cdef float* wp = <float*>malloc(nt * wcols * sizeof(float))
+    cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
+    if wp == NULL or pip == NULL:
+        free(wp)
+        free(pip)
+        raise MemoryError()
+    cdef Py_ssize_t q
     cdef float* w
     cdef float* pd
     cdef int64_t* pi
-    for q in prange(nq, nogil=True, schedule="dynamic",
-                    num_threads=team_size(nq, 1, nt)):
+    for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
         w = wp + threadid() * wcols
         pd = w + 2 * mk + nlist
-        pi = pip + threadid() * pcols
+        pi = pip + threadid() * nprobe
         nearest_lists(xp + q * d, L.centroids, cnp, nlist, d, l2, w + 2 * mk, pd, pi,
                       nprobe)
         heap_init(Dp + q * k, Ip + q * k, k)
@@ -275,6 +280,8 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
         scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp + q * k, Ip + q * k, k,
                    &selector)
         heap_sort(Dp + q * k, Ip + q * k, k)
+    free(wp)
+    free(pip)
 
 
 def ivfflat_search(x,          # IN  (nq, d) float32 queries
