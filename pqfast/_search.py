@@ -42,9 +42,22 @@ def result_arrays(rows: int, k: int) -> tuple[NDArray[np.float32], NDArray[np.in
     return np.empty((rows, k), _F32), np.empty((rows, k), _I64)
 
 
+_LINE = 64  # bytes in a cache line
+
+
 def scratch(per_thread: int, dtype: type = np.float32) -> NDArray:
-    """One row of scratch space per OpenMP thread."""
-    return np.empty((omp_get_max_threads(), max(per_thread, 1)), dtype=dtype)
+    """One row of scratch space per OpenMP thread (at least `per_thread` items).
+
+    Rows start on cache lines and are a line apart: a thread writing the end
+    of its row (per-block sums, say) must not evict the start of the next
+    thread's (measured: IndexPQFastScan at 2 threads scaled 1.26x, not 2x).
+    """
+    item = np.dtype(dtype).itemsize
+    cols = -(-max(per_thread, 1) * item // _LINE) * _LINE // item + _LINE // item
+    rows = omp_get_max_threads()
+    buf = np.empty(rows * cols + _LINE // item, dtype=dtype)
+    start = (-buf.ctypes.data % _LINE) // item
+    return buf[start : start + rows * cols].reshape(rows, cols)
 
 
 def finish(

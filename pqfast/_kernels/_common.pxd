@@ -90,6 +90,16 @@ cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t grain, int cap) noexcep
     return <int>t if t > 1 else 1
 
 
+cdef inline Py_ssize_t heap_chunk(Py_ssize_t n_items, int nt) noexcept nogil:
+    """Chunk for a dynamic schedule whose item w writes heap row w: up to 8
+    consecutive rows per thread, so two threads rarely update heaps in the
+    same cache line (measured: IndexPQFastScan at 2 threads went from 1.26x
+    to 1.55x its 1-thread speed), while every thread still gets four chunks."""
+    if nt < 1:
+        nt = 1
+    return max(1, min(8, n_items // (4 * nt)))
+
+
 cdef struct Selector:
     int kind               # 0: every id, 1: lo <= id < hi, 2: id in ids[0:n] (sorted),
                            # 3: the tree of nodes below (see selectors.py)

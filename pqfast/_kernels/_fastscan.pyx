@@ -36,6 +36,7 @@ from pqfast._kernels._common cimport (
     heap_sort,
     pair_less,
     pqfast_dot_tables,
+    heap_chunk,
     team_size,
 )
 
@@ -219,6 +220,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     cdef float base, scale, bias
     cdef float* table
     for w in prange(n_items, nogil=True, schedule="dynamic",
+                    chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
@@ -290,6 +292,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     cdef float* ltab
     cdef const float* tab
     for w in prange(n_items, nogil=True, schedule="dynamic",
+                    chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg

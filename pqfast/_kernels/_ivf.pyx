@@ -44,6 +44,7 @@ from pqfast._kernels._common cimport (
     pqfast_dot_tables,
     scan_codes,
     sqnorm,
+    heap_chunk,
     team_size,
     omp_get_max_threads,
 )
@@ -342,6 +343,7 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
     cdef const int64_t* ids
     cdef float* dist
     for w in prange(n_items, nogil=True, schedule="dynamic",
+                    chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
