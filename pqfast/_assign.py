@@ -19,13 +19,15 @@ ENCODE_FLOATS = 1 << 18
 DIRECT_MAX_DSUB = 48
 # Direct encoding blocks: rows whose vectors fill 64 KiB (read M times each).
 DIRECT_BLOCK_BYTES = 1 << 16
+_NO_MINS = np.empty((0, 0), np.float32)
 
 
 def nearest(
     x: NDArray[np.float32],
     cents: NDArray[np.float32],
     cbt: NDArray[np.float32],
-    ynorm: NDArray[np.float32],
+    ynorm: NDArray[np.float32] | None,
+    mins: NDArray[np.float32] | None = None,
 ) -> NDArray[np.uint16]:
     """idx[i, m] = argmin_j ||x_im - cents[m, j]||^2 (the first j on exact ties).
 
@@ -33,11 +35,20 @@ def nearest(
     ----------
     x : (n, M * dsub) float32, C-contiguous
     cents : (M, ksub, dsub) float32 codebooks; cbt the same as (M, dsub, ksub)
-    ynorm : (M, ksub) float32 squared norms of the codebook entries
+    ynorm : (M, ksub) float32 squared norms of the codebook entries (may be
+        None when dsub <= DIRECT_MAX_DSUB, where they are not used)
+    mins : (n, M) float32, optional
+        Receives each sub-vector's squared distance to its centroid, as
+        computed (relative error below (dsub + 2) 2^-24); only for
+        dsub <= DIRECT_MAX_DSUB.
     """
     n, d = x.shape
     M, ksub, dsub = cents.shape
     direct = dsub <= DIRECT_MAX_DSUB
+    if not direct and (mins is not None or ynorm is None):
+        raise ValueError("mins, and no ynorm, need dsub <= DIRECT_MAX_DSUB")
+    if ynorm is None:
+        ynorm = np.zeros((M, ksub), np.float32)
     per_thread = -(-n // (4 * omp_get_max_threads()))
     if direct:  # the block is read once per sub-quantizer: keep it in cache
         chunk = max(1, min(DIRECT_BLOCK_BYTES // (4 * d), per_thread))
@@ -47,6 +58,7 @@ def nearest(
     # only the GEMM path calls BLAS (from OpenMP threads)
     with serial_blas() if not direct else contextlib.nullcontext():
         _pq.assign_codes(
-            x, cents, cbt, ynorm, chunk, direct, 2, scratch(chunk * ksub), idx
-        )
+            x, cents, cbt, ynorm, chunk, direct, 2, scratch(chunk * ksub), idx,
+            _NO_MINS if mins is None else mins,
+        )  # fmt: skip
     return idx

@@ -133,13 +133,10 @@ def _assign(
     (PERFORMANCE.md); otherwise the blocked GEMM k-NN."""
     k, d = centroids.shape
     if metric == METRIC_L2 and d <= DIRECT_MAX_DSUB and k <= 1 << 16:
-        cents = centroids[None]
         cbt = np.ascontiguousarray(centroids.T)[None]
-        ynorm = np.einsum("ij,ij->i", centroids, centroids)[None]
-        x = np.ascontiguousarray(x)
-        assign = nearest(x, cents, cbt, ynorm)[:, 0].astype(np.int64)
-        diff = x - centroids[assign]
-        return assign, np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+        mins = np.empty((x.shape[0], 1), np.float32)
+        idx = nearest(np.ascontiguousarray(x), centroids[None], cbt, None, mins)
+        return idx[:, 0].astype(np.int64), mins[:, 0].astype(np.float64)
     D, I = _knn(x, centroids, 1, metric)
     return np.ascontiguousarray(I[:, 0]), D[:, 0].astype(np.float64)
 

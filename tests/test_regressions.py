@@ -167,7 +167,18 @@ def _assign(pq, x, direct, simd, chunk=7):
     cents = np.ascontiguousarray(pq.centroids)
     cbt = np.ascontiguousarray(cents.transpose(0, 2, 1))
     ynorm = np.einsum("mkd,mkd->mk", cents, cents)
-    _pq.assign_codes(x, cents, cbt, ynorm, chunk, direct, simd, work, idx)
+    _pq.assign_codes(
+        x,
+        cents,
+        cbt,
+        ynorm,
+        chunk,
+        direct,
+        simd,
+        work,
+        idx,
+        np.empty((0, 0), np.float32),
+    )
     return idx
 
 

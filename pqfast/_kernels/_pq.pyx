@@ -111,7 +111,7 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
                         const float* cents, const float* cbt, Py_ssize_t M,
                         Py_ssize_t ksub, Py_ssize_t dsub, pqfast_l2sq_cols_fn l2sq,
                         pqfast_l2sq_cols2_fn l2sq2, pqfast_count_le_fn count_le,
-                        float* dist, uint16_t* ip) noexcept nogil:
+                        float* dist, uint16_t* ip, float* mp) noexcept nogil:
     """Codes of nr rows from direct float32 distances ||x - y||^2 (l2sq: a
     version of pqfast_l2sq_cols_* in simd.h; l2sq2, when not NULL, the same
     for two rows at once, bit-identical; dist holds 2 * ksub floats).
@@ -119,6 +119,8 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
     Their relative error is at most (dsub + 2) u (see simd.h), so a
     centroid more than 4x that above the minimum cannot be the nearest.  The
     sub-quantizer loop is outermost: its transposed codebook stays in L1.
+    With mp, mp[i * M + m] receives the smallest distance as computed (the
+    k-means objective).
     """
     cdef Py_ssize_t i, m, r
     cdef float mn, thr
@@ -137,6 +139,8 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
                     ip[(i + r) * M + m] = nearest_of(xs + r * d, cents + m * ksub * dsub,
                                                      dsub, ksub, dist + r * ksub, thr,
                                                      count_le)
+                    if mp != NULL:
+                        mp[(i + r) * M + m] = mins[r]
                 i = i + 2
         while i < nr:
             xs = xp + i * d + m * dsub
@@ -144,6 +148,8 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
             thr = mn + rel * mn + FLT_MIN  # FLT_MIN: subnormal rounding
             ip[i * M + m] = nearest_of(xs, cents + m * ksub * dsub, dsub, ksub,
                                        dist, thr, count_le)
+            if mp != NULL:
+                mp[i * M + m] = mn
             i = i + 1
 
 
@@ -193,7 +199,9 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
                  int simd,     # IN  highest SIMD level of the direct distances
                                #     (0 portable, 1 AVX2, 2 AVX-512)
                  work,         # SCRATCH (n_threads, >= chunk * ksub) float32
-                 idx):         # OUT (n, M) uint16 nearest centroid per sub-vector
+                 idx,          # OUT (n, M) uint16 nearest centroid per sub-vector
+                 mins):        # OUT (n, M) float32 its squared distance as computed
+                               #     (direct only), or (0, 0)
     """idx[i, m] = argmin_j ||x_im - y_mj||^2, the first index on exact ties.
 
     Candidates come from direct float32 distances (assign_direct: faster for
@@ -206,12 +214,17 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
     cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
     cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef uint16_t* ip = <uint16_t*>checked(idx, U16, 2, True, "idx")
+    cdef float* mp = <float*>checked(mins, F32, 2, True, "mins")
     cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), wcols = dim(work, 1)
     cdef Py_ssize_t M = dim(cents, 0), ksub = dim(cents, 1), dsub = dim(cents, 2)
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(dim(cbt, 0) == M and dim(cbt, 1) == dsub and dim(cbt, 2) == ksub, "cbt")
     expect(dim(idx, 0) == n and dim(idx, 1) == M and 1 <= ksub <= 65536, "idx shape")
     expect(chunk >= 1 and wcols >= chunk * ksub, "work")
+    if dim(mins, 0) == 0:
+        mp = NULL
+    else:
+        expect(direct and dim(mins, 0) == n and dim(mins, 1) == M, "mins shape")
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
     cdef Py_ssize_t c, i0, nr
     cdef int nt = <int>dim(work, 0)
@@ -227,7 +240,7 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
         if direct:
             assign_direct(xp + i0 * d, nr, d, cp, cbtp, M, ksub, dsub, l2sq,
                           l2sq2 if wcols >= 2 * ksub else NULL, count_le, w,
-                          ip + i0 * M)
+                          ip + i0 * M, mp + i0 * M if mp != NULL else NULL)
         else:
             assign_gemm(xp + i0 * d, nr, d, cp, ynp, M, ksub, dsub, count_le, w,
                         ip + i0 * M)
