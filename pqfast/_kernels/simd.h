@@ -717,6 +717,18 @@ typedef void (*pqfast_adc_multi_fn)(const float *T, const uint8_t *codes, ptrdif
                                     ptrdiff_t M, const float *base, const float *thr,
                                     float *out, uint8_t *hit);
 
+/* out[q] = base[q] + acc[q]; returns the mask of out[q] <= thr[q]. */
+static inline uint8_t pqfast_mq_store(const float *base, const float *thr, const float *acc,
+                                      float *out)
+{
+    uint8_t h = 0;
+    for (int q = 0; q < PQFAST_MQ; q++) {
+        out[q] = base[q] + acc[q];
+        h |= (uint8_t)((out[q] <= thr[q]) << q);
+    }
+    return h;
+}
+
 static void pqfast_adc8_multi_portable(const float *T, const uint8_t *codes, ptrdiff_t n,
                                        ptrdiff_t M, const float *base, const float *thr,
                                        float *out, uint8_t *hit)
@@ -739,13 +751,7 @@ static void pqfast_adc8_multi_portable(const float *T, const uint8_t *codes, ptr
             for (int q = 0; q < PQFAST_MQ; q++)
                 acc[q] += r[q];
         }
-        uint8_t h = 0;
-        for (int q = 0; q < PQFAST_MQ; q++) {
-            float d = base[q] + acc[q];
-            out[i * PQFAST_MQ + q] = d;
-            h |= (uint8_t)((d <= thr[q]) << q);
-        }
-        hit[i] = h;
+        hit[i] = pqfast_mq_store(base, thr, acc, out + i * PQFAST_MQ);
     }
 }
 
@@ -795,13 +801,7 @@ static void pqfast_adc4_multi_portable(const float *T, const uint8_t *codes, ptr
             for (int q = 0; q < PQFAST_MQ; q++)
                 acc[q] += r[q];
         }
-        uint8_t h = 0;
-        for (int q = 0; q < PQFAST_MQ; q++) {
-            float d = base[q] + acc[q];
-            out[i * PQFAST_MQ + q] = d;
-            h |= (uint8_t)((d <= thr[q]) << q);
-        }
-        hit[i] = h;
+        hit[i] = pqfast_mq_store(base, thr, acc, out + i * PQFAST_MQ);
     }
 }
 
