@@ -38,6 +38,13 @@ class RowBuffer:
             grown[: self.size] = self._data[: self.size]
             self._data = grown
 
+    def spare(self, n: int) -> NDArray:
+        """The n rows past the stored ones, to be written before `size` grows
+        over them (reserve first)."""
+        if self.size + n > self._data.shape[0]:
+            raise ValueError("spare rows past the capacity: reserve first")
+        return self._data[self.size : self.size + n]
+
     def append(self, rows: NDArray) -> None:
         """Append rows (already of the right width and dtype)."""
         n = rows.shape[0]

@@ -19,6 +19,9 @@ from pqfast._validation import (
     check_positive_int,
     check_range,
     check_vectors,
+    copy_checked,
+    is_float32_rows,
+    sq_norms,
 )
 from pqfast.selectors import (
     NO_SELECTOR,
@@ -81,7 +84,7 @@ def _knn(
     nq, nb = x.shape[0], xb.shape[0]
     l2 = metric == METRIC_L2
     if l2 and xb_norms is None:
-        xb_norms = np.einsum("ij,ij->i", xb, xb)
+        xb_norms = sq_norms(xb)
     xnorm = xb_norms if l2 else _EMPTY
     qb = min(nq, max(_QUERY_BLOCK, min(_QUERY_BLOCK_MAX, -(-nq // _MIN_BLOCKS)))) or 1
     nseg = n_segments(-(-nq // qb), nb * x.shape[1] // 64)
@@ -155,12 +158,14 @@ class IndexFlat:
         ----------
         x : array-like of shape (n, d)
         """
-        x = check_vectors(x, self.d)
-        norms = np.einsum("ij,ij->i", x, x)
-        self._xb.reserve(self.ntotal + x.shape[0])  # may fail: nothing written yet
-        self._norms.reserve(self.ntotal + x.shape[0])
-        self._xb.append(x)
-        self._norms.append(norms)
+        if not is_float32_rows(x, self.d):
+            x = check_vectors(x, self.d)  # converts (and checks) anything else
+        n0, n = self.ntotal, x.shape[0]
+        self._xb.reserve(n0 + n)  # may fail: nothing written yet
+        self._norms.reserve(n0 + n)
+        # the rows are counted only once all are written: a failure loses nothing
+        copy_checked(x, self._xb.spare(n), self._norms.spare(n))
+        self._xb.size = self._norms.size = n0 + n
         self._version += 1
 
     def search(

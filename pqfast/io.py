@@ -42,7 +42,7 @@ from typing import IO, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
-from pqfast._validation import CorruptIndexError
+from pqfast._validation import CorruptIndexError, sq_norms
 from pqfast.faiss_format import is_faiss_file, read_faiss_index
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2
@@ -288,7 +288,7 @@ def _quantizer(params: dict, arrays: dict, where: str, depth: int) -> object:
         q = IndexFlat(d, params["quantizer_metric"])
         q._xb.wrap(_need(arrays, "quantizer", (nlist, d), where))
         xb = q._xb.view()
-        q._norms.wrap(np.einsum("ij,ij->i", xb, xb))
+        q._norms.wrap(sq_norms(xb))
         return q
     if depth >= _MAX_NESTING:
         raise CorruptIndexError(f"{where}: indexes nested too deeply.")
@@ -314,7 +314,7 @@ def _build_plain(
         }.get(kind, IndexFlat)
         xb = _need(arrays, "xb", (None, index.d), where)
         index._xb.wrap(xb)
-        index._norms.wrap(np.einsum("ij,ij->i", xb, xb))
+        index._norms.wrap(sq_norms(xb))
         return index
     if kind == "IndexIVFFlat":
         quantizer = _quantizer(params, arrays, where, depth)

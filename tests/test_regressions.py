@@ -435,3 +435,54 @@ def test_all_within_matches_numpy():
         _check.all_within(np.zeros(4), bound)  # float64: not what it reads
     with pytest.raises(TypeError):
         _check.all_within(np.zeros((4, 4), np.float32).T, bound)  # not C-contiguous
+
+
+@pytest.mark.parametrize("d", [7, 16, 33, 384])  # masked tails, whole vectors
+def test_flat_add_one_pass_copy_checks_and_keeps_the_index(d):
+    """IndexFlat.add copies, range-checks and takes norms in one pass over
+    float32 input: bad values anywhere are rejected with check_vectors'
+    messages and the index keeps what it had; norms and searches are right."""
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(300, d)).astype(np.float32)
+    index = pqfast.IndexFlatL2(d)
+    index.add(x[:100])
+    before = index.search(x[:5], 3)
+    for bad, message in ((np.nan, "NaN or infinity"), (np.inf, "NaN or infinity"),
+                         (-np.inf, "NaN or infinity"), (3e15, "overflow")):  # fmt: skip
+        for row, col in ((0, 0), (199, d - 1), (150, d // 2)):
+            y = x[100:].copy()
+            y[row, col] = bad
+            with pytest.raises(ValueError, match=message):
+                index.add(y)
+            assert index.ntotal == 100
+            for a, b in zip(index.search(x[:5], 3), before):
+                np.testing.assert_array_equal(a, b)
+    index.add(x[100:])
+    index.add(x[:0])
+    assert index.ntotal == 300
+    np.testing.assert_array_equal(index.reconstruct_n(0, 300), x)
+    np.testing.assert_allclose(
+        index._norms.view(), (x.astype(np.float64) ** 2).sum(1), rtol=1e-5
+    )
+    D, I = index.search(x[:20], 1)
+    np.testing.assert_array_equal(I[:, 0], np.arange(20))
+    index.add(x[:10].astype(np.float64))  # converted, same path afterwards
+    assert index.ntotal == 310
+
+
+@pytest.mark.parametrize("d", [7, 33, 384])
+def test_copy_rows_portable_matches_simd(d):
+    from pqfast._kernels import _check
+
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(50, d)).astype(np.float32)
+    out = []
+    for level in (0, 2):
+        dst, norms = np.empty_like(x), np.empty(50, np.float32)
+        assert _check.copy_rows(x, d, 1e15, dst, norms, level) == 1
+        np.testing.assert_array_equal(dst, x)
+        out.append(norms)
+        y = x.copy()
+        y[30, d - 1] = np.nan
+        assert _check.copy_rows(y, d, 1e15, dst, norms, level) == -1
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)

@@ -934,6 +934,70 @@ static pqfast_lt_bits_fn pqfast_lt_bits_impl(int max_level)
     return pqfast_lt_bits_portable;
 }
 
+/* Copy one row of d floats to dst and put its squared norm in *norm; returns
+ * whether every |x_i| <= bound (0 if any is NaN).  One pass for
+ * IndexFlat.add, which is bound by memory. */
+typedef int (*pqfast_copy_row_fn)(const float *, ptrdiff_t, float, float *, float *);
+
+static int pqfast_copy_row_portable(const float *x, ptrdiff_t d, float bound, float *dst,
+                                    float *norm)
+{
+    float s = 0;
+    int ok = 1;
+#pragma omp simd reduction(+ : s) reduction(& : ok)
+    for (ptrdiff_t i = 0; i < d; i++) {
+        dst[i] = x[i];
+        s += x[i] * x[i];
+        ok &= (x[i] <= bound) & (x[i] >= -bound);
+    }
+    *norm = s;
+    return ok;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) static int
+pqfast_copy_row_avx512(const float *x, ptrdiff_t d, float bound, float *dst, float *norm)
+{
+    const __m512 hi = _mm512_set1_ps(bound), lo = _mm512_set1_ps(-bound);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    __mmask16 ok0 = 0xFFFF, ok1 = 0xFFFF;
+    ptrdiff_t i = 0;
+    for (; i + 32 <= d; i += 32) { /* two independent chains */
+        const __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        _mm512_storeu_ps(dst + i, v0);
+        _mm512_storeu_ps(dst + i + 16, v1);
+        ok0 = _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(ok0, v0, hi, _CMP_LE_OQ), v0,
+                                      lo, _CMP_GE_OQ);
+        ok1 = _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(ok1, v1, hi, _CMP_LE_OQ), v1,
+                                      lo, _CMP_GE_OQ);
+        a0 = _mm512_fmadd_ps(v0, v0, a0);
+        a1 = _mm512_fmadd_ps(v1, v1, a1);
+    }
+    for (; i < d; i += 16) {
+        const __mmask16 live = d - i >= 16 ? (__mmask16)0xFFFF
+                                           : (__mmask16)((1u << (d - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+        _mm512_mask_storeu_ps(dst + i, live, v);
+        /* masked-off lanes hold 0, which passes */
+        ok0 = _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(ok0, v, hi, _CMP_LE_OQ), v,
+                                      lo, _CMP_GE_OQ);
+        a0 = _mm512_fmadd_ps(v, v, a0);
+    }
+    *norm = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return (ok0 & ok1) == 0xFFFF;
+}
+#endif
+
+static pqfast_copy_row_fn pqfast_copy_row_impl(int max_level)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+        return pqfast_copy_row_avx512;
+#endif
+    (void)max_level;
+    return pqfast_copy_row_portable;
+}
+
 /* Smallest of d[0..n); FLT_MAX when n == 0. */
 PQFAST_MULTIVERSION
 static float pqfast_min(const float *d, ptrdiff_t n)
