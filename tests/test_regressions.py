@@ -486,3 +486,39 @@ def test_copy_rows_portable_matches_simd(d):
         y[30, d - 1] = np.nan
         assert _check.copy_rows(y, d, 1e15, dst, norms, level) == -1
     np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("ksub", [16, 48, 256])
+@pytest.mark.parametrize("dsub", [1, 5, 8])
+def test_direct_assignment_mins_two_rows_and_one_row(ksub, dsub):
+    """assign_codes's `mins` (the k-means objective): each sub-vector's
+    smallest distance as computed.  At every SIMD level the two-row AVX-512
+    kernel (chunks of 7 rows: pairs and an odd row) gives the codes and
+    distances of the one-row kernel (chunks of 1) bit for bit, and the
+    distances are those to the chosen centroid up to the encoder's bound."""
+    from pqfast._kernels import _pq
+
+    rng = np.random.default_rng(ksub + dsub)
+    M, n = 3, 301
+    cents = rng.standard_normal((M, ksub, dsub)).astype(np.float32) + 50
+    cbt = np.ascontiguousarray(cents.transpose(0, 2, 1))
+    ynorm = np.einsum("mkd,mkd->mk", cents, cents)
+    x = (rng.standard_normal((n, M * dsub)) + 50).astype(np.float32)
+    sub = x.astype(np.float64).reshape(n, M, 1, dsub)
+    exact = ((sub - cents.astype(np.float64)[None]) ** 2).sum(-1)  # (n, M, ksub)
+    for simd in (0, 1, 2):
+        got = {}
+        for chunk in (1, 7):
+            idx = np.empty((n, M), np.uint16)
+            mins = np.full((n, M), np.nan, np.float32)
+            work = np.empty((2, chunk * ksub), np.float32)
+            _pq.assign_codes(
+                x, cents, cbt, ynorm, chunk, True, simd, work, idx, mins
+            )  # fmt: skip
+            got[chunk] = idx, mins
+        np.testing.assert_array_equal(got[1][0], got[7][0])
+        np.testing.assert_array_equal(got[1][1], got[7][1])
+        idx, mins = got[7]
+        np.testing.assert_array_equal(idx, exact.argmin(-1))
+        chosen = np.take_along_axis(exact, idx[..., None].astype(np.int64), -1)[..., 0]
+        np.testing.assert_allclose(mins, chosen, rtol=5e-7 * (dsub + 4), atol=1e-30)

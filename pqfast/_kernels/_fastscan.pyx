@@ -109,6 +109,22 @@ def block_sums(blocks, lut, int level, uint16_t thr, out, masks):
         mp[b] = fn(bp + b * M * 16, M, lp, thr, op + b * 32)
 
 
+def exact_scores(blocks, table, int level, float base, float thr, masks, out):
+    """Exact re-scoring of the candidates of each block (tests: SIMD vs
+    portable): masks[b] holds block b's candidates on entry and, on return,
+    those scoring <= thr; out[b, j] their scores (other entries unspecified)."""
+    cdef const uint8_t* bp = <const uint8_t*>checked(blocks, U8, 2, False, "blocks")
+    cdef const float* tp = <const float*>checked(table, F32, 2, False, "table")
+    cdef int64_t* mp = <int64_t*>checked(masks, I64, 1, True, "masks")
+    cdef float* op = <float*>checked(out, F32, 2, True, "out")
+    cdef Py_ssize_t nblocks = dim(blocks, 0), M = dim(table, 0), b
+    expect(dim(table, 1) == 16 and dim(blocks, 1) == M * 16 and dim(masks, 0) == nblocks
+           and dim(out, 0) == nblocks and dim(out, 1) == 32, "shapes")
+    cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(level)
+    for b in range(nblocks):
+        mp[b] = exact(bp + b * M * 16, M, tp, base, thr, <uint32_t>mp[b], op + b * 32)
+
+
 cdef extern from *:
     """
     #if defined(__GNUC__)

@@ -173,12 +173,15 @@ static uint32_t pqfast_fs_exact_scalar(const uint8_t *block, ptrdiff_t M,
 /* AVX-512: a table row of 16 floats fits one register, so one permute looks
  * up a sub-quantizer for 16 codes; all 32 codes are scored (about 8
  * instructions per sub-quantizer), which costs less than scoring a few
- * candidates one by one.  Same order of additions as the scalar version. */
+ * candidates one by one.  Same order of additions as the scalar version, and
+ * the same result: codes outside cand are not returned even when they score
+ * <= thr (the quantized filter is conservative only up to float rounding of
+ * the sums, so they can: with large norms, SIMD and portable searches then
+ * differed). */
 __attribute__((target("avx512f"))) static uint32_t
 pqfast_fs_exact_avx512(const uint8_t *block, ptrdiff_t M, const float *table, float base,
                        float thr, uint32_t cand, float *out)
 {
-    (void)cand;
     __m512 lo = _mm512_set1_ps(base), hi = lo;
     for (ptrdiff_t m = 0; m < M; m++) {
         __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + m * 16)));
@@ -189,8 +192,9 @@ pqfast_fs_exact_avx512(const uint8_t *block, ptrdiff_t M, const float *table, fl
     _mm512_storeu_ps(out, lo);
     _mm512_storeu_ps(out + 16, hi);
     const __m512 t = _mm512_set1_ps(thr);
-    return (uint32_t)_mm512_cmp_ps_mask(lo, t, _CMP_LE_OQ) |
-           ((uint32_t)_mm512_cmp_ps_mask(hi, t, _CMP_LE_OQ) << 16);
+    return ((uint32_t)_mm512_cmp_ps_mask(lo, t, _CMP_LE_OQ) |
+            ((uint32_t)_mm512_cmp_ps_mask(hi, t, _CMP_LE_OQ) << 16)) &
+           cand;
 }
 #endif
 
