@@ -51,6 +51,8 @@ cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
 def work_columns(Py_ssize_t M, Py_ssize_t ksub):
     """Scratch floats per thread that pq_search needs: a block's tables, and
     for 8- and 4-bit codes the same interleaved for scan_codes_multi."""
+    # + 32: up to 16 floats to align the interleaved tables on 64 bytes, and
+    # the block's PQFAST_MQ query constants (base) at the row's end
     return (max_block(ksub) + (PQFAST_MQ if multi(ksub) else 0)) * M * ksub + 32
 
 
@@ -62,7 +64,7 @@ cdef inline bint multi(Py_ssize_t ksub) noexcept nogil:
 cdef inline Py_ssize_t query_block(Py_ssize_t nq, Py_ssize_t ksub, Py_ssize_t nseg,
                                    int nt) noexcept nogil:
     """Queries per work item.  8- and 4-bit codes: blocks of up to PQFAST_MQ scanned
-    together, as few blocks as keep every thread busy, of even sizes.
+    together, as few blocks as keep every thread busy, of about equal sizes.
     Otherwise tables only are built together, in blocks small enough that
     each thread gets about four."""
     cdef Py_ssize_t nblocks
@@ -332,7 +334,8 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(ksub == (1 << nbits) and cs == (M * nbits + 7) // 8, "nbits")
     expect(nseg >= 1 and dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg
-           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, ksub),
+           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, ksub)
+           and max_block(ksub) <= PQFAST_MQ,  # base[] holds PQFAST_MQ constants
            "heap and work shapes")
     cdef Py_ssize_t w, q, s, lo, hi, i, q0, nqb
     cdef Selector selector = make_selector(sel)

@@ -304,7 +304,8 @@ pqfast_l2sq_cols2_avx512(const float *x0, const float *x1, const float *cbt,
     mins[1] = _mm512_reduce_min_ps(mn1);
 }
 
-/* Versions for ksub = 16 or 32 (4- and 5-bit codes), 16 centroids at a time:
+/* Versions for ksub a multiple of 16 but not of 64 (4- and 5-bit codes, or
+ * k-means with such k), 16 centroids at a time:
  * too few registers for independent chains across centroids, so the sum over
  * s is split into four interleaved partial sums (chains s mod 4).  The
  * portable loop's add into out[] per s waits on its own store (measured
@@ -621,7 +622,7 @@ static void pqfast_dot_tables(const float *x, ptrdiff_t ldx, ptrdiff_t nq,
  * shifts and four are loaded as bytes, which balances ALU and load ports;
  * the eight table entries are summed as a tree, which keeps the chains of
  * dependent float additions short.  It is then bound by the table
- * loads, near the load-port limit of PERFORMANCE-FACTS.md.  No heap logic
+ * loads, near the load-port limit of benchmarks/PERFORMANCE.md.  No heap logic
  * here: the caller filters the block against its threshold afterwards.  The
  * summation order is fixed, so results do not depend on threads. */
 static inline void pqfast_adc8_block(const float *table, const uint8_t *codes,
@@ -707,7 +708,7 @@ static inline void pqfast_adc8_block2(const float *t1, const float *t2,
  * The tables of eight queries are interleaved, T[(m * 256 + c) * 8 + q], so
  * one 32-byte load brings entry (m, c) of all eight tables: a code costs M
  * vector loads and adds for eight queries instead of 8 M scalar ones, which
- * takes the scan past the one-query load-port limit of PERFORMANCE-FACTS.md
+ * takes the scan past the one-query load-port limit of benchmarks/PERFORMANCE.md
  * (the batched layout of "Quicker ADC" / Bolt-style multi-query scans).
  * Each lane adds in the order of pqfast_adc8_block, so a query's distances
  * are bit-identical to its one-query scan.  hit[i] has bit q set when lane q
