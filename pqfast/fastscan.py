@@ -70,7 +70,7 @@ class IndexPQFastScan(PQCodesIndex):
         _fastscan.pq4_search(
             x, pq._cbt, pq._ynorm, self._codes.blocks.view(), self.ntotal,
             self.metric_type == METRIC_L2, nseg, True, sel,
-            scratch(3 * pq.M * 16 + 16), D, I,
+            scratch(_fastscan.work_columns(pq.M, D.shape[1])), D, I,
         )  # fmt: skip
 
     def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
@@ -158,7 +158,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         _fastscan.ivfpq4_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             block_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
-            True, sel, scratch(3 * pq.M * 16 + 16), D, I,
+            True, sel, scratch(_fastscan.work_columns(pq.M, D.shape[1])), D, I,
         )  # fmt: skip
 
     def __repr__(self) -> str:

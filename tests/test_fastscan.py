@@ -282,7 +282,7 @@ def test_search_kernels_simd_match_portable(pair, real_split):
                 xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal,
                 fs.metric_type == pqfast.METRIC_L2, 1, simd,
                 selector_args(pqfast.SearchParameters(sel=sel)),
-                scratch(3 * pq.M * 16 + 16), D, I,
+                scratch(_fastscan.work_columns(pq.M, D.shape[1])), D, I,
             )  # fmt: skip
             out.append((D, I))
         for a, b in zip(*out):
@@ -310,8 +310,49 @@ def test_search_simd_matches_portable_with_large_norms():
         D, I = result_arrays(xq.shape[0], 10)
         _fastscan.pq4_search(
             xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal, True, 1, simd,
-            selector_args(None), scratch(3 * pq.M * 16 + 16), D, I,
+            selector_args(None), scratch(_fastscan.work_columns(pq.M, 10)), D, I,
         )  # fmt: skip
         out.append((D, I))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def test_large_k_reservoir_keeps_what_the_heap_keeps(metric):
+    """From k = 17 on, fast-scan candidates go through a reservoir instead of
+    the heap.  Its first 16 results are exactly the heap's k = 16 results
+    (ties broken by id: duplicated vectors), for IndexPQFastScan and
+    IndexIVFPQFastScan, with a selector and with k beyond ntotal."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(700, 32)).astype(np.float32)
+    x[400:600] = x[:200]  # duplicates: equal distances
+    flat = (
+        pqfast.IndexFlatL2(32) if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP(32)
+    )
+    indexes = [pqfast.IndexPQFastScan(32, 8, 4, metric),
+               pqfast.IndexIVFPQFastScan(flat, 32, 4, 8, 4, metric)]  # fmt: skip
+    for index in indexes:
+        index.train(x)
+        index.add(x)
+        if hasattr(index, "nprobe"):
+            index.nprobe = 3
+        xq = x[:37] + 0.01
+        for params in (
+            None,
+            pqfast.SearchParameters(sel=pqfast.IDSelectorRange(50, 650)),
+        ):
+            D16, I16 = index.search(xq, 16, params=params)
+            for k in (17, 100, 300, 800):
+                D, I = index.search(xq, k, params=params)
+                np.testing.assert_array_equal(I[:, :16], I16)
+                np.testing.assert_array_equal(D[:, :16], D16)
+                found = I >= 0
+                step = (
+                    np.diff(D, axis=1)
+                    if metric == pqfast.METRIC_L2
+                    else -np.diff(D, axis=1)
+                )
+                assert np.all(step[found[:, 1:]] >= 0)  # sorted by distance
+                tie = (np.diff(D, axis=1) == 0) & found[:, 1:]
+                assert np.all(np.diff(I, axis=1)[tie] > 0)  # then by id
+            assert np.all(I[:, index.ntotal :] == -1)

@@ -9,7 +9,8 @@ distances, and the quantization filters but never decides.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.float cimport FLT_MAX
 from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
@@ -48,6 +49,8 @@ cdef extern from "fastscan.h" nogil:
     ctypedef float (*pqfast_quantize_fn)(const float*, Py_ssize_t, uint8_t*,
                                          float*) noexcept nogil
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
+    void pqfast_select_k(float* d, int64_t* ids, Py_ssize_t n, Py_ssize_t k,
+                         uint32_t* keys, float* td, int64_t* ti)
     ctypedef uint32_t (*pqfast_fs_exact_fn)(const uint8_t*, Py_ssize_t, const float*,
                                             float, float, uint32_t, float*) noexcept nogil
     pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
@@ -149,6 +152,73 @@ def quantize(table, int level, lut):
     return scale, bias
 
 
+cdef enum:
+    RESERVOIR_MIN_K = 17  # from this k on, candidates go through a Reservoir
+
+
+# Candidates of one query for large k (see pqfast_select_k in fastscan.h):
+# entries must be below (thr_d, thr_i); room for 4k (so a selection, O(4k),
+# comes every 3k candidates or more).
+cdef struct Reservoir:
+    float* d
+    int64_t* i
+    uint32_t* keys
+    Py_ssize_t n
+    Py_ssize_t k
+    float thr_d
+    int64_t thr_i
+
+
+def work_columns(Py_ssize_t M, Py_ssize_t k):
+    """Scratch floats per thread of pq4_search / ivfpq4_search: the float
+    tables (2 M * 16), the 8-bit table and block sums (M * 16 + 16), and for
+    large k a Reservoir (a header, then room for 4k distances, ids, keys)."""
+    return 3 * M * 16 + 16 + (16 + 16 * k if k >= RESERVOIR_MIN_K else 0)
+
+
+cdef inline Reservoir* thread_reservoir(float* row, Py_ssize_t M,
+                                        Py_ssize_t k) noexcept nogil:
+    """An empty Reservoir in a thread's scratch row (see work_columns), or
+    NULL for small k (the heap is used directly)."""
+    cdef Reservoir* r
+    cdef float* at = row + 3 * M * 16 + 16  # a multiple of 16 floats: aligned
+    if k < RESERVOIR_MIN_K:
+        return NULL
+    r = <Reservoir*>at
+    r.d = at + 16
+    r.i = <int64_t*>(at + 16 + 4 * k)
+    r.keys = <uint32_t*>(at + 16 + 12 * k)
+    r.n = 0
+    r.k = k
+    r.thr_d = FLT_MAX
+    r.thr_i = INT64_MAX
+    return r
+
+
+cdef inline void reservoir_push(Reservoir* r, float d, int64_t idx) noexcept nogil:
+    """Keep (d, idx), below the threshold; a full reservoir keeps its k smallest."""
+    r.d[r.n] = d
+    r.i[r.n] = idx
+    r.n = r.n + 1
+    if r.n == 4 * r.k:
+        pqfast_select_k(r.d, r.i, r.n, r.k, r.keys, &r.thr_d, &r.thr_i)
+        r.n = r.k
+
+
+cdef inline void reservoir_to_heap(Reservoir* r, float* hd, int64_t* hi) noexcept nogil:
+    """Put the k smallest candidates into the (initialised) heap (hd, hi):
+    copied in, padding left as is, then heapified (Floyd)."""
+    cdef Py_ssize_t j, k = r.k
+    if r.n > k:
+        pqfast_select_k(r.d, r.i, r.n, k, r.keys, &r.thr_d, &r.thr_i)
+        r.n = k
+    for j in range(r.n):
+        hd[j] = r.d[j]
+        hi[j] = r.i[j]
+    for j in range(k // 2 - 1, -1, -1):
+        heap_sift_down(hd, hi, k, j, hd[j], hi[j])
+
+
 cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept nogil:
     """The quantized sum at or below which a code may be closer than `room`
     (heap threshold less base and bias).
@@ -173,24 +243,27 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
                              Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t n, Py_ssize_t M,
                              const float* table, const uint8_t* lut, float base,
                              float bias, float scale, const int64_t* ids, uint16_t* sums,
-                             float* hd, int64_t* hi, Py_ssize_t k,
-                             const Selector* sel) noexcept nogil:
+                             float* hd, int64_t* hi, Py_ssize_t k, const Selector* sel,
+                             Reservoir* res) noexcept nogil:
     """Offer codes of blocks [b0, b1) (n codes in all) to the heap.
 
     Blocks are filtered by quantized distance; the codes that pass are scored
     exactly with the float table (`exact`), so the heap holds exact ADC
-    distances.  Code i's id is ids[i], or i when ids is NULL.
+    distances.  Code i's id is ids[i], or i when ids is NULL.  With `res`
+    (large k) the codes go to the reservoir instead of the heap.
     """
     cdef Py_ssize_t b, j, i
     cdef uint32_t mask
     cdef float dist[32]
+    cdef float top
     cdef int64_t idx
     for b in range(b0, b1):
-        mask = fn(blocks + b * M * 16, M, lut, qthreshold(hd[0] - base - bias, scale, M),
+        top = res.thr_d if res != NULL else hd[0]
+        mask = fn(blocks + b * M * 16, M, lut, qthreshold(top - base - bias, scale, M),
                   sums)
         if mask == 0:
             continue
-        mask = exact(blocks + b * M * 16, M, table, base, hd[0], mask, dist)
+        mask = exact(blocks + b * M * 16, M, table, base, top, mask, dist)
         while mask:
             j = count_trailing_zeros(mask)
             mask = mask & (mask - 1)
@@ -198,7 +271,10 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
             if i >= n:
                 break
             idx = ids[i] if ids != NULL else i
-            if pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
+            if res != NULL:
+                if pair_less(dist[j], idx, res.thr_d, res.thr_i) and sel_allows(sel, idx):
+                    reservoir_push(res, dist[j], idx)
+            elif pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
                 heap_sift_down(hd, hi, k, 0, dist[j], idx)
 
 
@@ -208,7 +284,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
                blocks,     # IN  (nblocks, M * 16) uint8 packed codes
                Py_ssize_t ntotal, bint l2, Py_ssize_t nseg, bint simd,
                sel,        # IN  id filter (kind, lo, hi, sorted ids)
-               work,       # SCRATCH (n_threads, >= 3 * M * 16 + 16) float32
+               work,       # SCRATCH (n_threads, >= work_columns(M, k)) float32
                D,          # OUT (nq * nseg, k) float32
                I):         # OUT (nq * nseg, k) int64
     """Exhaustive 4-bit fast-scan search; rows sorted when nseg == 1."""
@@ -226,7 +302,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
            and dim(ynorm, 1) == 16, "codebook")
     expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= 3 * M * 16 + 16, "shapes")
+           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
@@ -235,12 +311,14 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t w, q, s
     cdef float base, scale, bias
     cdef float* table
+    cdef Reservoir* res
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
         table = wp + threadid() * wcols
+        res = thread_reservoir(table, M, k)
         heap_init(Dp + w * k, Ip + w * k, k)
         query_tables(xp + q * d, 1, d, cbtp, ynp, M, dsub, 16, l2, table)
         base = sqnorm(xp + q * d, d) if l2 else 0
@@ -248,7 +326,10 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
         scan_blocks(fn, exact, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
                     table, <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
-                    <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k, &selector)
+                    <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k, &selector,
+                    res)
+        if res != NULL:
+            reservoir_to_heap(res, Dp + w * k, Ip + w * k)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 
@@ -265,7 +346,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                   sizes,      # IN  (nlist,) int64 entries per list
                   bint l2, Py_ssize_t nseg, bint simd,
                   sel,        # IN  id filter (kind, lo, hi, sorted ids)
-                  work,       # SCRATCH (n_threads, >= 3 * M * 16 + 16) float32
+                  work,       # SCRATCH (n_threads, >= work_columns(M, k)) float32
                   D,          # OUT (nq * nseg, k) float32
                   I):         # OUT (nq * nseg, k) int64
     """IVF 4-bit fast scan: per probed list, the list's float table (as in
@@ -296,7 +377,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(block_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= 3 * mk + 16, "shapes")
+           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
     cdef Py_ssize_t w, q, s, p, l
     cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
@@ -307,6 +388,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     cdef float* qtab
     cdef float* ltab
     cdef const float* tab
+    cdef Reservoir* res
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
@@ -314,6 +396,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
         s = w % nseg
         qtab = wp + threadid() * wcols
         ltab = qtab + mk
+        res = thread_reservoir(qtab, M, k)
         heap_init(Dp + w * k, Ip + w * k, k)
         memset(qtab, 0, mk * sizeof(float))
         pqfast_dot_tables(xp + q * d, d, 1, cbtp, M, dsub, 16, -2.0 if l2 else -1.0,
@@ -330,7 +413,9 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                         szp[l], M, tab, <uint8_t*>(qtab + 2 * mk), cp[q * nprobe + p],
                         bias, scale, <const int64_t*><uintptr_t>iptr[l],
                         <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k,
-                        &selector)
+                        &selector, res)
+        if res != NULL:
+            reservoir_to_heap(res, Dp + w * k, Ip + w * k)
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 

@@ -208,6 +208,86 @@ static pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
     return pqfast_fs_exact_scalar;
 }
 
+/* ---- selection for large k: a reservoir of candidates ----
+ *
+ * A heap pays about log2(k) mispredicted branches per entry; at k = 100
+ * that was most of the fast-scan search.  Candidates below a threshold are
+ * appended to a buffer instead; when it is full, the k smallest (distance,
+ * id) pairs are kept and the largest of them becomes the threshold.  The
+ * k-th smallest distance is found by bisection on the distances' order-
+ * preserving integer keys, each step one branch-free counting pass, and
+ * ties at that distance are kept by smallest id, so the pairs kept are
+ * exactly the k smallest, as a heap's (faiss's fast scan keeps a reservoir
+ * too, partitioning its 16-bit distances). */
+static inline uint32_t pqfast_fkey(float x)
+{
+    uint32_t u;
+    x += 0.0f; /* -0 -> +0: the same value to the float comparisons elsewhere */
+    memcpy(&u, &x, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* Keep in d[0..k), ids[0..k) the k smallest pairs of the n > k given (no NaN);
+ * keys: room for n.  Returns the largest kept pair through *td, *ti. */
+PQFAST_MULTIVERSION
+static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
+                            uint32_t *keys, float *td, int64_t *ti)
+{
+    uint32_t lo = 0xFFFFFFFFu, hi = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        uint32_t key = keys[j] = pqfast_fkey(d[j]);
+        lo = key < lo ? key : lo;
+        hi = key > hi ? key : hi;
+    }
+    while (lo < hi) { /* smallest key t with count(key <= t) >= k */
+        const uint32_t mid = lo + (hi - lo) / 2;
+        int c = 0;
+#pragma omp simd reduction(+ : c)
+        for (ptrdiff_t j = 0; j < n; j++)
+            c += keys[j] <= mid;
+        if (c >= k)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    /* keep the pairs at or below the k-th key, in order, without branches:
+     * each write lands on a slot already read */
+    ptrdiff_t w = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const uint32_t key = keys[j];
+        d[w] = d[j];
+        ids[w] = ids[j];
+        keys[w] = key;
+        w += key <= lo;
+    }
+    if (w > k) {
+        /* ties at the k-th distance (duplicate distances; rare): order the
+         * first k slots by (distance, id) with a selection sort over [0, w) */
+        for (ptrdiff_t m = 0; m < k; m++) {
+            ptrdiff_t best = m;
+            for (ptrdiff_t j = m + 1; j < w; j++)
+                if (d[j] < d[best] || (d[j] == d[best] && ids[j] < ids[best]))
+                    best = j;
+            float dd = d[best];
+            int64_t ii = ids[best];
+            d[best] = d[m];
+            ids[best] = ids[m];
+            d[m] = dd;
+            ids[m] = ii;
+        }
+    }
+    /* the largest kept pair: the k-th key, with the largest id among those kept */
+    float bd = d[0];
+    int64_t bi = ids[0];
+    for (ptrdiff_t j = 1; j < k; j++)
+        if (d[j] > bd || (d[j] == bd && ids[j] > bi)) {
+            bd = d[j];
+            bi = ids[j];
+        }
+    *td = bd;
+    *ti = bi;
+}
+
 /* 8-bit table from a float table of M rows of 16: each row's minimum is
  * subtracted, one scale is shared, values are rounded.  Returns the scale
  * (0 when the table is constant); *bias receives the sum of the minima. */
