@@ -300,7 +300,7 @@ cdef inline void scan_codes(const float* table, const float* table2,
 
 
 cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
-                                  const uint8_t* codes, const int64_t* ids, int64_t id0,
+                                  const uint8_t* codes, int64_t id0,
                                   Py_ssize_t n, Py_ssize_t code_size, Py_ssize_t M,
                                   const float* base,
                                   Py_ssize_t nq, float* hd, int64_t* hi,
@@ -310,10 +310,11 @@ cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
     (adc from pqfast_adc_multi_impl).
 
     T holds their tables interleaved (pqfast_interleave8), base[q] their
-    constants; query q's heap is (hd + q * hstride, hi + q * hstride).  The
-    kernel flags the lanes at or below the thresholds of the block's start
-    (which only loosen what is visited); each flagged pair is then offered
-    exactly as scan_codes offers it, so the heaps end the same.
+    constants; code i's id is id0 + i; query q's heap is (hd + q * hstride,
+    hi + q * hstride).  The kernel flags the lanes at or below the thresholds
+    of the block's start (which only loosen what is visited); each flagged
+    pair is then offered exactly as scan_codes offers it, so the heaps end
+    the same.
     """
     cdef float dist[SCAN_BLOCK * PQFAST_MQ]
     cdef uint8_t hit[SCAN_BLOCK]
@@ -339,7 +340,7 @@ cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
                     dj = dist[j * PQFAST_MQ + q]
                     hq = hd + q * hstride
                     iq = hi + q * hstride
-                    idx = ids[b0 + j] if ids != NULL else id0 + b0 + j
+                    idx = id0 + b0 + j
                     if pair_less(dj, idx, hq[0], iq[0]) and sel_allows(sel, idx):
                         heap_sift_down(hq, iq, k, 0, dj, idx)
                 h = h >> 1

@@ -36,6 +36,7 @@ from pqfast._kernels._common cimport (
     heap_sift_down,
     heap_sort,
     pair_less,
+    pqfast_ctz64,
     pqfast_dot_tables,
     heap_chunk,
     team_size,
@@ -126,17 +127,6 @@ def exact_scores(blocks, table, int level, float base, float thr, masks, out):
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(level)
     for b in range(nblocks):
         mp[b] = exact(bp + b * M * 16, M, tp, base, thr, <uint32_t>mp[b], op + b * 32)
-
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__)
-    #define pqfast_ctz(x) ((Py_ssize_t)__builtin_ctz(x))
-    #else
-    static Py_ssize_t pqfast_ctz(unsigned int x) { Py_ssize_t n = 0; while (!(x & 1u)) { x >>= 1; n++; } return n; }
-    #endif
-    """
-    Py_ssize_t count_trailing_zeros "pqfast_ctz"(uint32_t x) nogil
 
 
 def quantize(table, int level, lut):
@@ -265,7 +255,7 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
             continue
         mask = exact(blocks + b * M * 16, M, table, base, top, mask, dist)
         while mask:
-            j = count_trailing_zeros(mask)
+            j = pqfast_ctz64(mask)
             mask = mask & (mask - 1)
             i = b * 32 + j
             if i >= n:

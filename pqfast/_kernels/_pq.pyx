@@ -367,7 +367,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         if hi > lo and nqb > 1 and adc != NULL:
             T = <float*>((<size_t>(tables + nqb * mk) + 63) & ~(<size_t>63))
             pqfast_interleave8(tables, nqb, mk, T)
-            scan_codes_multi(adc, T, cp + lo * cs, NULL, lo, hi - lo, cs, M,
+            scan_codes_multi(adc, T, cp + lo * cs, lo, hi - lo, cs, M,
                              base, nqb, hd, hi_, nseg * k, k, &selector)
         elif hi > lo:
             for i in range(nqb):

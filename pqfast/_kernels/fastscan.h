@@ -350,20 +350,6 @@ pqfast_quantize16_avx512(const float *table, ptrdiff_t M, uint8_t *lut, float *b
     return scale;
 }
 
-__attribute__((target("avx2"))) static inline float pqfast_hmin8(__m256 v)
-{
-    __m128 a = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_min_ps(a, _mm_movehl_ps(a, a));
-    return _mm_cvtss_f32(_mm_min_ss(a, _mm_movehdup_ps(a)));
-}
-
-__attribute__((target("avx2"))) static inline float pqfast_hmax8(__m256 v)
-{
-    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
-    return _mm_cvtss_f32(_mm_max_ss(a, _mm_movehdup_ps(a)));
-}
-
 /* Two AVX2 registers a row (250 -> 75 ns for M=16). */
 __attribute__((target("avx2"))) static float
 pqfast_quantize16_avx2(const float *table, ptrdiff_t M, uint8_t *lut, float *bias)

@@ -14,6 +14,27 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
+
+/* Horizontal minimum and maximum of eight floats (AVX2). */
+__attribute__((target("avx2"))) static inline float pqfast_hmin8(__m256 v)
+{
+    __m128 a = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_min_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_min_ss(a, _mm_movehdup_ps(a)));
+}
+
+__attribute__((target("avx2"))) static inline float pqfast_hmax8(__m256 v)
+{
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    return _mm_cvtss_f32(_mm_max_ss(a, _mm_movehdup_ps(a)));
+}
+
+/* The lanes of a 16-float vector that lie before the end, `left` floats on. */
+static inline __mmask16 pqfast_live16(ptrdiff_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
 #endif
 
 #if defined(__GNUC__)
@@ -37,7 +58,7 @@ __attribute__((target("avx512f"))) static void
 pqfast_dots_avx512(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d, float *out)
 {
     const ptrdiff_t d16 = d & ~(ptrdiff_t)15;
-    const __mmask16 tail = (__mmask16)((1u << (d - d16)) - 1);
+    const __mmask16 tail = pqfast_live16(d - d16);
     ptrdiff_t j = 0;
     for (; j + 8 <= n; j += 8) {
         const float *yj = y + j * d;
@@ -252,10 +273,7 @@ pqfast_l2sq_cols_avx2(const float *x, const float *cbt, ptrdiff_t dsub,
             mn = _mm256_min_ps(mn, a[v]);
         }
     }
-    __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(mn), _mm256_extractf128_ps(mn, 1));
-    m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    return _mm_cvtss_f32(m4);
+    return pqfast_hmin8(mn);
 }
 
 /* pqfast_l2sq_cols_avx512 for two rows at once: each centroid vector loaded
@@ -369,10 +387,7 @@ pqfast_l2sq_cols16_avx2(const float *x, const float *cbt, ptrdiff_t dsub,
         _mm256_storeu_ps(out + j0 + 8, r1);
         mn = _mm256_min_ps(mn, _mm256_min_ps(r0, r1));
     }
-    __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(mn), _mm256_extractf128_ps(mn, 1));
-    m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_min_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    return _mm_cvtss_f32(m4);
+    return pqfast_hmin8(mn);
 }
 #endif
 
@@ -522,7 +537,6 @@ static void pqfast_dot_table(const float *x, const float *cbt, ptrdiff_t M,
  * many, and each entry is summed in the same order, so a query's table does
  * not depend on the batch it came in. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#include <immintrin.h>
 /* nq is a constant after inlining (see the switch below), so the nq
  * accumulators stay in registers and no lane is wasted. */
 __attribute__((target("avx512f"), always_inline)) static inline void
@@ -901,8 +915,7 @@ pqfast_lt_bits_avx512(const float *d, ptrdiff_t n, float thr)
     const __m512 t = _mm512_set1_ps(thr);
     uint64_t bits = 0;
     for (ptrdiff_t j = 0; j < n; j += 16) {
-        const __mmask16 live = n - j >= 16 ? (__mmask16)0xFFFF
-                                           : (__mmask16)((1u << (n - j)) - 1);
+        const __mmask16 live = pqfast_live16(n - j);
         __m512 v = _mm512_maskz_loadu_ps(live, d + j);
         bits |= (uint64_t)_mm512_mask_cmp_ps_mask(live, v, t, _CMP_LT_OQ) << j;
     }
@@ -975,8 +988,7 @@ pqfast_copy_row_avx512(const float *x, ptrdiff_t d, float bound, float *dst, flo
         a1 = _mm512_fmadd_ps(v1, v1, a1);
     }
     for (; i < d; i += 16) {
-        const __mmask16 live = d - i >= 16 ? (__mmask16)0xFFFF
-                                           : (__mmask16)((1u << (d - i)) - 1);
+        const __mmask16 live = pqfast_live16(d - i);
         const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
         _mm512_mask_storeu_ps(dst + i, live, v);
         /* masked-off lanes hold 0, which passes */
