@@ -88,26 +88,13 @@ def check_vectors(x: ArrayLike, d: int, name: str = "x") -> NDArray[np.float32]:
     return arr
 
 
-def is_float32_rows(x: object, d: int) -> bool:
-    """Whether `x` is a C-contiguous native float32 ndarray of shape (n, d),
-    the input `copy_checked` takes as it is."""
-    return (
-        type(x) is np.ndarray
-        and x.dtype == np.float32
-        and x.dtype.isnative
-        and x.ndim == 2
-        and x.shape[1] == d
-        and x.flags.c_contiguous
-    )
-
-
 def copy_checked(
     x: NDArray[np.float32],
     dst: NDArray[np.float32],
     norms: NDArray[np.float32],
     name: str = "x",
 ) -> None:
-    """Copy `x` (see is_float32_rows) into `dst` and its rows' squared norms
+    """Copy `x` (_check.is_float32_rows) into `dst` and its rows' squared norms
     into `norms`, rejecting NaN, infinity and overflow as check_vectors does,
     in one pass over `x`.  On error `dst` and `norms` may be partly written.
     """

@@ -9,6 +9,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from pqfast import _range_search
 from pqfast._kernels import _topk
+from pqfast._kernels._check import is_float32_rows
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
 from pqfast._storage import RowBuffer
@@ -20,7 +21,6 @@ from pqfast._validation import (
     check_range,
     check_vectors,
     copy_checked,
-    is_float32_rows,
     sq_norms,
 )
 from pqfast.selectors import (

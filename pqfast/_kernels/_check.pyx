@@ -52,34 +52,34 @@ def all_within(x, float bound):
     return ok
 
 
-def is_clean(x, Py_ssize_t d, float bound):
-    """Whether `x` needs neither conversion nor anything but this check: an
-    ndarray (not a subclass) of native float32, C-contiguous, of shape (n, d),
-    with every entry in [-bound, bound]."""
-    if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+def is_float32_rows(x, Py_ssize_t d):
+    """Whether `x` is an ndarray (not a subclass) of native float32,
+    C-contiguous, of shape (n, d): the input taken as it is (d < 0: any d)."""
+    return (cnp.PyArray_CheckExact(x) and cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
             and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_NDIM(x) == 2
-            and cnp.PyArray_DIM(x, 1) == d and cnp.PyArray_IS_C_CONTIGUOUS(x)):
-        return False
-    return all_within(x, bound)
+            and (d < 0 or cnp.PyArray_DIM(x, 1) == d) and cnp.PyArray_IS_C_CONTIGUOUS(x))
+
+
+def is_clean(x, Py_ssize_t d, float bound):
+    """Whether `x` needs neither conversion nor anything but this check:
+    is_float32_rows(x, d), with every entry in [-bound, bound]."""
+    return is_float32_rows(x, d) and all_within(x, bound)
 
 
 def copy_rows(x, Py_ssize_t d, float bound, dst, norms, int level=2):
-    """IndexFlat.add's one pass over clean-typed input: copy the rows of `x`
-    into `dst` and their squared norms into `norms`, checking the range.
+    """IndexFlat.add's one pass over `x` (is_float32_rows(x, d)): copy its
+    rows into `dst` and their squared norms into `norms`, checking the range.
 
-    Returns 0 when `x` is not a native float32, C-contiguous (n, d) ndarray
-    (nothing done: the caller converts it first), 1 when done, -1 when a
-    value is outside [-bound, bound] or NaN (dst and norms partly written:
-    the caller has not counted those rows yet, so nothing is lost).  `dst`
-    is (n, d) and `norms` (n,), C-contiguous float32 (the caller's reserved
-    rows).  Reading x once instead of three times (range check, copy,
-    norms) matters because adding to a flat index is memory-bound.  `level`:
-    the highest SIMD level used (0 portable, 2 AVX-512), for tests.
+    Returns 1 when every value is in [-bound, bound], -1 when not (or NaN):
+    dst and norms are then partly written, but the caller has not counted
+    those rows yet, so nothing is lost.  `dst` is (n, d) and `norms` (n,), C-contiguous
+    float32 (the caller's reserved rows).  Reading x once instead of three
+    times (range check, copy, norms) matters because adding to a flat index
+    is memory-bound.  `level`: the highest SIMD level used (0 portable,
+    2 AVX-512), for tests.
     """
-    if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
-            and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_NDIM(x) == 2
-            and cnp.PyArray_DIM(x, 1) == d and cnp.PyArray_IS_C_CONTIGUOUS(x)):
-        return 0
+    if not is_float32_rows(x, d):
+        raise TypeError("copy_rows needs a C-contiguous native float32 (n, d) array")
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), i
     for a, shape in ((dst, (n, d)), (norms, (n,))):
         if not (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
@@ -104,9 +104,7 @@ def sq_norms(x, out):
     summed exactly as copy_rows sums them (the same kernel, copying each row
     to a scratch row), so stored norms do not depend on how the vectors
     arrived (add, a loaded file, a memory map)."""
-    if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
-            and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_NDIM(x) == 2
-            and cnp.PyArray_IS_C_CONTIGUOUS(x)):
+    if not is_float32_rows(x, -1):
         raise TypeError("sq_norms needs a C-contiguous native float32 (n, d) array")
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1), i
     if not (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32
