@@ -52,6 +52,8 @@ cdef extern from "fastscan.h" nogil:
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
     void pqfast_select_k(float* d, int64_t* ids, Py_ssize_t n, Py_ssize_t k,
                          uint32_t* keys, float* td, int64_t* ti)
+    void pqfast_sort_pairs(const float* d, const int64_t* ids, Py_ssize_t n,
+                           uint32_t* keys, float* od, int64_t* oi)
     ctypedef uint32_t (*pqfast_fs_exact_fn)(const uint8_t*, Py_ssize_t, const float*,
                                             float, float, uint32_t, float*) noexcept nogil
     pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
@@ -195,13 +197,18 @@ cdef inline void reservoir_push(Reservoir* r, float d, int64_t idx) noexcept nog
         r.n = r.k
 
 
-cdef inline void reservoir_to_heap(Reservoir* r, float* hd, int64_t* hi) noexcept nogil:
-    """Put the k smallest candidates into the (initialised) heap (hd, hi):
-    copied in, padding left as is, then heapified (Floyd)."""
+cdef inline void reservoir_finish(Reservoir* r, float* hd, int64_t* hi,
+                                  bint sort) noexcept nogil:
+    """Put the k smallest candidates into (hd, hi), initialised to padding:
+    sorted by (distance, id) when `sort` (padding last), otherwise as a heap
+    (copied in, then heapified: Floyd), for a later merge."""
     cdef Py_ssize_t j, k = r.k
     if r.n > k:
         pqfast_select_k(r.d, r.i, r.n, k, r.keys, &r.thr_d, &r.thr_i)
         r.n = k
+    if sort:
+        pqfast_sort_pairs(r.d, r.i, r.n, r.keys, hd, hi)
+        return
     for j in range(r.n):
         hd[j] = r.d[j]
         hi[j] = r.i[j]
@@ -319,8 +326,8 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
                     <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k, &selector,
                     res)
         if res != NULL:
-            reservoir_to_heap(res, Dp + w * k, Ip + w * k)
-        if nseg == 1:
+            reservoir_finish(res, Dp + w * k, Ip + w * k, nseg == 1)
+        elif nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 
 
@@ -405,8 +412,8 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                         <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k,
                         &selector, res)
         if res != NULL:
-            reservoir_to_heap(res, Dp + w * k, Ip + w * k)
-        if nseg == 1:
+            reservoir_finish(res, Dp + w * k, Ip + w * k, nseg == 1)
+        elif nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
 
 
