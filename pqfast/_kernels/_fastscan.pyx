@@ -47,6 +47,10 @@ cdef extern from "fastscan.h" nogil:
     ctypedef uint32_t (*pqfast_fs_block_fn)(const uint8_t*, Py_ssize_t, const uint8_t*,
                                             uint16_t, uint16_t*) noexcept nogil
     pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
+    ctypedef Py_ssize_t (*pqfast_fs_next_fn)(const uint8_t*, Py_ssize_t, Py_ssize_t,
+                                             Py_ssize_t, const uint8_t*, uint16_t,
+                                             uint32_t*) noexcept nogil
+    pqfast_fs_next_fn pqfast_fs_next_impl(int max_level)
     ctypedef float (*pqfast_quantize_fn)(const float*, Py_ssize_t, uint8_t*,
                                          float*) noexcept nogil
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
@@ -235,11 +239,11 @@ cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept 
     return <uint16_t>q
 
 
-cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
+cdef inline void scan_blocks(pqfast_fs_next_fn next_block, pqfast_fs_exact_fn exact,
                              const uint8_t* blocks,
                              Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t n, Py_ssize_t M,
                              const float* table, const uint8_t* lut, float base,
-                             float bias, float scale, const int64_t* ids, uint16_t* sums,
+                             float bias, float scale, const int64_t* ids,
                              float* hd, int64_t* hi, Py_ssize_t k, const Selector* sel,
                              Reservoir* res) noexcept nogil:
     """Offer codes of blocks [b0, b1) (n codes in all) to the heap.
@@ -249,17 +253,17 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
     distances.  Code i's id is ids[i], or i when ids is NULL.  With `res`
     (large k) the codes go to the reservoir instead of the heap.
     """
-    cdef Py_ssize_t b, j, i
-    cdef uint32_t mask
+    cdef Py_ssize_t b = b0, j, i
+    cdef uint32_t mask = 0
     cdef float dist[32]
     cdef float top
     cdef int64_t idx
-    for b in range(b0, b1):
+    while True:
         top = res.thr_d if res != NULL else hd[0]
-        mask = fn(blocks + b * M * 16, M, lut, qthreshold(top - base - bias, scale, M),
-                  sums)
-        if mask == 0:
-            continue
+        b = next_block(blocks, b, b1, M, lut, qthreshold(top - base - bias, scale, M),
+                       &mask)
+        if b >= b1:
+            break
         mask = exact(blocks + b * M * 16, M, table, base, top, mask, dist)
         while mask:
             j = pqfast_ctz64(mask)
@@ -273,6 +277,7 @@ cdef inline void scan_blocks(pqfast_fs_block_fn fn, pqfast_fs_exact_fn exact,
                     reservoir_push(res, dist[j], idx)
             elif pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
                 heap_sift_down(hd, hi, k, 0, dist[j], idx)
+        b = b + 1
 
 
 def pq4_search(x,          # IN  (nq, d) float32 queries
@@ -300,7 +305,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
-    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
+    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
@@ -321,10 +326,9 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         base = sqnorm(xp + q * d, d) if l2 else 0
         bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
-        scan_blocks(fn, exact, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
+        scan_blocks(next_block, exact, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
                     table, <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
-                    <uint16_t*>(table + 3 * M * 16), Dp + w * k, Ip + w * k, k, &selector,
-                    res)
+                    Dp + w * k, Ip + w * k, k, &selector, res)
         if res != NULL:
             reservoir_finish(res, Dp + w * k, Ip + w * k, nseg == 1)
         elif nseg == 1:
@@ -376,7 +380,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
     cdef Py_ssize_t w, q, s, p, l
-    cdef pqfast_fs_block_fn fn = pqfast_fs_block_impl(2 if simd else 0)
+    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
@@ -406,11 +410,10 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                              centp + l * d, cbtp, M, dsub, 16, l2, ltab)
             bias = 0  # private to the thread: see pq4_search
             scale = quantize_table(tab, M, <uint8_t*>(qtab + 2 * mk), &bias)
-            scan_blocks(fn, exact, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
+            scan_blocks(next_block, exact, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
                         szp[l], M, tab, <uint8_t*>(qtab + 2 * mk), cp[q * nprobe + p],
                         bias, scale, <const int64_t*><uintptr_t>iptr[l],
-                        <uint16_t*>(qtab + 3 * mk), Dp + w * k, Ip + w * k, k,
-                        &selector, res)
+                        Dp + w * k, Ip + w * k, k, &selector, res)
         if res != NULL:
             reservoir_finish(res, Dp + w * k, Ip + w * k, nseg == 1)
         elif nseg == 1:

@@ -24,7 +24,7 @@
 
 /* Both versions: out[j] = sum_m lut[m, code_j,m] for the 32 vectors of the
  * block; the result has bit j set where out[j] <= thr. */
-static uint32_t pqfast_fs_block_scalar(const uint8_t *block, ptrdiff_t M,
+static inline uint32_t pqfast_fs_block_scalar(const uint8_t *block, ptrdiff_t M,
                                        const uint8_t *lut, uint16_t thr, uint16_t *out)
 {
     for (int j = 0; j < 32; j++)
@@ -60,7 +60,7 @@ pqfast_fs_add_one(const uint8_t *block, const uint8_t *lut, ptrdiff_t m, __m128i
 }
 
 /* AVX2: two sub-quantizers per 256-bit shuffle (one per 128-bit lane). */
-__attribute__((target("avx2"))) static uint32_t
+__attribute__((target("avx2"))) static inline uint32_t
 pqfast_fs_block_avx2(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
                      uint16_t thr, uint16_t *out)
 {
@@ -104,7 +104,7 @@ pqfast_fs_block_avx2(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
 
 #ifdef PQFAST_HAVE_X86
 /* AVX-512BW: four sub-quantizers per 512-bit shuffle (one per 128-bit lane). */
-__attribute__((target("avx512f,avx512bw"))) static uint32_t
+__attribute__((target("avx512f,avx512bw"))) static inline uint32_t
 pqfast_fs_block_avx512(const uint8_t *block, ptrdiff_t M, const uint8_t *lut,
                        uint16_t thr, uint16_t *out)
 {
@@ -463,6 +463,50 @@ static pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
 #endif
     (void)max_level;
     return pqfast_fs_block_scalar;
+}
+
+/* The first block in [b, b1) with a code whose quantized sum is <= thr, its
+ * mask in *mask; b1 when there is none.  The threshold only changes when a
+ * code is accepted, so the search runs this loop, one call per passing block
+ * rather than one per block, and the block kernel is inlined into it (its
+ * sums, unused here, are not stored). */
+typedef ptrdiff_t (*pqfast_fs_next_fn)(const uint8_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                       const uint8_t *, uint16_t, uint32_t *);
+
+#define PQFAST_FS_NEXT(name, block_fn, attrs)                                         \
+    attrs static ptrdiff_t name(const uint8_t *blocks, ptrdiff_t b, ptrdiff_t b1,     \
+                                ptrdiff_t M, const uint8_t *lut, uint16_t thr,        \
+                                uint32_t *mask)                                       \
+    {                                                                                 \
+        uint16_t sums[32];                                                            \
+        for (; b < b1; b++) {                                                         \
+            const uint32_t found = block_fn(blocks + b * M * 16, M, lut, thr, sums);  \
+            if (found) {                                                              \
+                *mask = found;                                                        \
+                return b;                                                             \
+            }                                                                         \
+        }                                                                             \
+        return b1;                                                                    \
+    }
+
+PQFAST_FS_NEXT(pqfast_fs_next_scalar, pqfast_fs_block_scalar, )
+#ifdef PQFAST_HAVE_X86
+PQFAST_FS_NEXT(pqfast_fs_next_avx2, pqfast_fs_block_avx2, __attribute__((target("avx2"))))
+PQFAST_FS_NEXT(pqfast_fs_next_avx512, pqfast_fs_block_avx512,
+               __attribute__((target("avx512f,avx512bw"))))
+#endif
+#undef PQFAST_FS_NEXT
+
+static pqfast_fs_next_fn pqfast_fs_next_impl(int max_level)
+{
+#ifdef PQFAST_HAVE_X86
+    if (max_level >= 2 && __builtin_cpu_supports("avx512bw"))
+        return pqfast_fs_next_avx512;
+    if (max_level >= 1 && __builtin_cpu_supports("avx2"))
+        return pqfast_fs_next_avx2;
+#endif
+    (void)max_level;
+    return pqfast_fs_next_scalar;
 }
 
 #endif
