@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from pqfast._kernels import _fastscan
+from pqfast._kernels import _fastscan, _ivf
 from pqfast._storage import RowBuffer
 
 BLOCK = 32  # vectors per block
@@ -81,20 +81,32 @@ class BlockCodes:
         """All codes, flat (size, width): a new array, not a view."""
         return sub_to_flat(self.sub_codes(0, self._size))
 
-    def append(self, codes: NDArray[np.uint8]) -> None:
-        """Append flat codes; the earlier vectors keep their slots and values."""
-        self.append_sub(flat_to_sub(codes, self.M))
+    @property
+    def capacity(self) -> int:
+        """Vectors that fit without reallocating."""
+        return self.blocks.capacity * BLOCK
 
-    def append_sub(self, sub: NDArray[np.uint8]) -> None:
-        """Append sub-codes (n, M) (all-or-nothing: allocation comes first)."""
-        tail = self._size % BLOCK
-        start = self._size - tail
-        blocks = pack_blocks(np.concatenate([self.sub_codes(start, tail), sub]))
-        kept = start // BLOCK
-        self.blocks.reserve(kept + blocks.shape[0])
-        self.blocks.size = kept
-        self.blocks.append(blocks)
-        self._size += sub.shape[0]
+    def reserve(self, n: int) -> None:
+        """Make room for n vectors in total (see RowBuffer.reserve)."""
+        self.blocks.reserve(-(-n // BLOCK))
+
+    def grow(self, n: int) -> None:
+        """Count in n vectors written past the stored ones (reserve first)."""
+        self.blocks.grow(-(-(self._size + n) // BLOCK) - self.blocks.size)
+        self._size += n
+
+    def append(self, codes: NDArray[np.uint8]) -> None:
+        """Append flat codes; the earlier vectors keep their slots and values
+        (all-or-nothing: allocation comes first)."""
+        n = codes.shape[0]
+        self.reserve(self._size + n)
+        _ivf.append_entries(
+            np.zeros(n, np.int64), np.ascontiguousarray(codes, np.uint8),
+            np.zeros(n, np.int64), np.array([self.address], np.uint64),
+            np.zeros(1, np.uint64),  # no ids
+            np.array([self._size]), np.array([self.capacity]), self.M,
+        )  # fmt: skip
+        self.grow(n)
 
     def assign(self, codes: NDArray[np.uint8]) -> None:
         """Replace the contents by at most `size` flat codes."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from pqfast._kernels._check import data_address
+
 
 class RowBuffer:
     """Rows of a fixed width in one contiguous array, grown by amortized doubling.
@@ -20,8 +22,15 @@ class RowBuffer:
     def __init__(self, width: int, dtype: np.dtype) -> None:
         self.width = width
         self.dtype = np.dtype(dtype)
-        self._data = np.empty(self._shape(0), dtype=self.dtype)
+        self._hold(np.empty(self._shape(0), dtype=self.dtype), owned=True)
         self.size = 0
+
+    def _hold(self, data: NDArray, owned: bool) -> None:
+        """Make `data` the storage (owned: allocated here, not a caller's
+        array); its address is taken once, here."""
+        self._data = data
+        self._owned = owned
+        self._address = data_address(data)
 
     def _shape(self, rows: int) -> tuple[int, ...]:
         return (rows, self.width) if self.width else (rows,)
@@ -30,13 +39,23 @@ class RowBuffer:
         """The stored rows (a view: valid until the next append)."""
         return self._data[: self.size]
 
+    @property
+    def capacity(self) -> int:
+        """Rows that fit without reallocating."""
+        return self._data.shape[0]
+
     def reserve(self, rows: int) -> None:
-        """Make room for `rows` rows in total, doubling the capacity as needed."""
-        if rows > self._data.shape[0]:
+        """Make room for `rows` rows in total, doubling the capacity as needed.
+
+        A wrapped array (e.g. a memory map) is copied first, since writes
+        follow: spare rows, or a partly filled last row of blocks.
+        """
+        if rows > self._data.shape[0] or not self._owned:
             capacity = max(rows, 2 * self._data.shape[0], 16)
             grown = np.empty(self._shape(capacity), dtype=self.dtype)
-            grown[: self.size] = self._data[: self.size]
-            self._data = grown
+            if self.size:
+                grown[: self.size] = self._data[: self.size]
+            self._hold(grown, owned=True)
 
     def spare(self, n: int) -> NDArray:
         """The n rows past the stored ones, to be written before `size` grows
@@ -44,6 +63,12 @@ class RowBuffer:
         if self.size + n > self._data.shape[0]:
             raise ValueError("spare rows past the capacity: reserve first")
         return self._data[self.size : self.size + n]
+
+    def grow(self, n: int) -> None:
+        """Count in the n spare rows written (reserve first)."""
+        if self.size + n > self._data.shape[0]:
+            raise ValueError("grow past the capacity: reserve first")
+        self.size += n
 
     def append(self, rows: NDArray) -> None:
         """Append rows (already of the right width and dtype)."""
@@ -57,7 +82,10 @@ class RowBuffer:
         n = rows.shape[0]
         if n > self.size:
             raise ValueError("assign can only shrink a RowBuffer")
-        self._data[:n] = rows
+        if self._owned:
+            self._data[:n] = rows
+        else:  # never write into a caller's array (a memory map, say)
+            self._hold(np.array(rows, dtype=self.dtype), owned=True)
         self.size = n
 
     def wrap(self, rows: NDArray) -> None:
@@ -67,18 +95,18 @@ class RowBuffer:
         """
         if rows.ndim != len(self._shape(0)) or rows.shape[1:] != self._shape(0)[1:]:
             raise ValueError(f"rows of shape {rows.shape} do not fit this buffer")
-        self._data = rows
+        self._hold(rows, owned=False)
         self.size = rows.shape[0]
 
     def clear(self) -> None:
         """Drop every row and release the memory."""
-        self._data = np.empty(self._shape(0), dtype=self.dtype)
+        self._hold(np.empty(self._shape(0), dtype=self.dtype), owned=True)
         self.size = 0
 
     @property
     def address(self) -> int:
         """Address of the first row, for the kernels."""
-        return self._data.ctypes.data
+        return self._address
 
     @property
     def nbytes(self) -> int:

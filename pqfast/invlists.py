@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._blocks import BlockCodes
+from pqfast._kernels import _ivf
 from pqfast._storage import RowBuffer
 
 
@@ -32,6 +33,8 @@ class ArrayInvertedLists:
     code_size : int
         Bytes per code.
     """
+
+    _block_M = 0  # append_entries layout: flat rows
 
     def __init__(self, nlist: int, code_size: int) -> None:
         self.nlist = nlist
@@ -105,16 +108,41 @@ class ArrayInvertedLists:
         All or nothing: if anything fails (even KeyboardInterrupt), every list
         is left as it was.
         """
-        order = np.argsort(list_nos, kind="stable")
+        list_nos = np.ascontiguousarray(list_nos, np.int64)
+        ids = np.ascontiguousarray(ids, np.int64)
+        codes = np.ascontiguousarray(codes, np.uint8)
+        if (
+            codes.shape != (list_nos.size, self.code_size)
+            or ids.shape != list_nos.shape
+        ):
+            raise ValueError(
+                f"add_entries needs n list numbers, (n, {self.code_size}) codes"
+                f" and n ids; got {list_nos.shape}, {codes.shape}, {ids.shape}"
+            )
+        if list_nos.size and not 0 <= list_nos.min() <= list_nos.max() < self.nlist:
+            raise ValueError(f"list numbers outside [0, {self.nlist})")
         counts = np.bincount(list_nos, minlength=self.nlist)
-        bounds = np.concatenate(([0], np.cumsum(counts)))
         touched = np.flatnonzero(counts)
         old_sizes = self._sizes[touched].copy()
+        code_ptrs = np.zeros(self.nlist, np.uint64)
+        id_ptrs = np.zeros(self.nlist, np.uint64)
+        capacity = np.zeros(self.nlist, np.int64)
         try:
-            for i in touched:
-                sel = order[bounds[i] : bounds[i + 1]]
-                self._codes[i].append(codes[sel])
-                self._ids[i].append(ids[sel])
+            for i, size, n in zip(
+                touched.tolist(), old_sizes.tolist(), counts[touched].tolist()
+            ):
+                self._codes[i].reserve(size + n)
+                self._ids[i].reserve(size + n)
+                code_ptrs[i] = self._codes[i].address
+                id_ptrs[i] = self._ids[i].address
+                capacity[i] = min(self._codes[i].capacity, self._ids[i].capacity)
+            _ivf.append_entries(
+                list_nos, codes, ids, code_ptrs, id_ptrs, self._sizes, capacity,
+                self._block_M,
+            )  # fmt: skip
+            for i, n in zip(touched.tolist(), counts[touched].tolist()):
+                self._codes[i].grow(n)
+                self._ids[i].grow(n)
         except BaseException:
             for i, size in zip(touched, old_sizes):
                 self._codes[i].size = self._ids[i].size = int(size)
@@ -178,6 +206,7 @@ class BlockInvertedLists(ArrayInvertedLists):
 
     def __init__(self, nlist: int, M: int) -> None:
         self.M = M
+        self._block_M = M  # append_entries layout: blocks of M 4-bit sub-codes
         super().__init__(nlist, (4 * M + 7) // 8)
 
     def _new_list(self) -> BlockCodes:

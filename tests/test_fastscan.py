@@ -5,7 +5,9 @@ import pytest
 from conftest import recall_at
 
 import pqfast
+from pqfast._blocks import BlockCodes, flat_to_sub, pack_blocks
 from pqfast._kernels import _fastscan, _openmp
+from pqfast.invlists import BlockInvertedLists
 
 FLT_MAX = np.finfo(np.float32).max
 
@@ -356,3 +358,46 @@ def test_large_k_reservoir_keeps_what_the_heap_keeps(metric):
                 tie = (np.diff(D, axis=1) == 0) & found[:, 1:]
                 assert np.all(np.diff(I, axis=1)[tie] > 0)  # then by id
             assert np.all(I[:, index.ntotal :] == -1)
+
+
+@pytest.mark.parametrize("M", [7, 16])
+def test_appends_in_pieces_pack_like_one_append(M):
+    """Entries appended in uneven pieces (in place, into the free slots of
+    each list's last block) are stored exactly as one append packs them,
+    with the unused slots of the last block zero whatever was there."""
+    rng = np.random.default_rng(5)
+    n, nlist = 700, 5
+    codes = rng.integers(0, 256, (n, (M + 1) // 2)).astype(np.uint8)
+    if M % 2:
+        codes[:, -1] &= 15  # the unused high nibble of an odd M
+    lists = rng.integers(0, nlist, n).astype(np.int64)
+    ids = rng.permutation(n).astype(np.int64)
+    whole = BlockInvertedLists(nlist, M)
+    whole.add_entries(lists, codes, ids)
+    pieces = BlockInvertedLists(nlist, M)
+    for a, b in ((0, 1), (1, 40), (40, 41), (41, 333), (333, n)):
+        pieces.add_entries(lists[a:b], codes[a:b], ids[a:b])
+    blocks = BlockCodes(M)
+    for a, b in ((0, 3), (3, 3), (3, 100), (100, n)):
+        blocks.append(codes[a:b])
+    np.testing.assert_array_equal(blocks.view(), codes)
+    np.testing.assert_array_equal(
+        blocks.blocks.view(), pack_blocks(flat_to_sub(codes, M))
+    )
+    blocks.size = 650  # slots 650.. of the last block keep old codes
+    blocks.append(codes[:10])
+    again = np.concatenate([codes[:650], codes[:10]])
+    np.testing.assert_array_equal(
+        blocks.blocks.view(), pack_blocks(flat_to_sub(again, M))
+    )
+    for i in range(nlist):
+        np.testing.assert_array_equal(pieces.get_ids(i), ids[lists == i])
+        np.testing.assert_array_equal(pieces.get_codes(i), codes[lists == i])
+        mine = pieces._codes[i].blocks.view()
+        np.testing.assert_array_equal(mine, whole._codes[i].blocks.view())
+        np.testing.assert_array_equal(
+            mine, pack_blocks(flat_to_sub(codes[lists == i], M))
+        )
+    with pytest.raises(ValueError, match="outside"):
+        pieces.add_entries(np.array([nlist]), codes[:1], ids[:1])
+    assert pieces.ntotal == n

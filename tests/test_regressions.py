@@ -75,15 +75,15 @@ def test_interrupted_add_leaves_lists_consistent(xb, monkeypatch):
     index.add(xb[:1000])
     before = index.search(xb[:10], 10)
     calls = {"n": 0}
-    original = RowBuffer.append
+    original = RowBuffer.grow
 
-    def flaky_append(self, rows):
+    def flaky_grow(self, n):  # the new entries are written; lists count them in
         calls["n"] += 1
         if calls["n"] == 7:
             raise KeyboardInterrupt
-        original(self, rows)
+        original(self, n)
 
-    monkeypatch.setattr(RowBuffer, "append", flaky_append)
+    monkeypatch.setattr(RowBuffer, "grow", flaky_grow)
     with pytest.raises(KeyboardInterrupt):
         index.add(xb[1000:2000])
     monkeypatch.undo()

@@ -121,3 +121,10 @@ def sq_norms(x, out):
         for i in range(n):
             copy_row(xp + i * d, d, 3.4e38, row, op + i)
     free(row)
+
+
+def data_address(a):
+    """Address of an ndarray's data (ndarray.ctypes.data takes 1.4 us)."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError("data_address takes a numpy array")
+    return <size_t>cnp.PyArray_DATA(<cnp.ndarray>a)

@@ -15,12 +15,13 @@ list table: <x, c + y> = <x, c> + sum_m <x_m, y_m>.
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from pqfast._kernels._arrays cimport (
     F32,
     I64,
     U64,
+    U8,
     check_probes,
     checked,
     dim,
@@ -372,3 +373,67 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
                 b0 = b0 + nb
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
+
+
+def append_entries(list_nos,   # IN  (n,) int64 list of each entry
+                   codes,      # IN  (n, code_size) uint8 flat codes
+                   ids,        # IN  (n,) int64 ids
+                   code_ptrs,  # IN  (nlist,) uint64 address of each list's code storage
+                   id_ptrs,    # IN  (nlist,) uint64 address of each list's id storage, 0: none
+                   sizes,      # IN  (nlist,) int64 entries stored in each list
+                   capacity,   # IN  (nlist,) int64 entries each list's storage can hold
+                   Py_ssize_t M):  # 0: flat rows; > 0: 4-bit codes of M sub-codes in blocks
+    """Write entry j to list l = list_nos[j], slot sizes[l] + (entries of l
+    before j): a flat row of code_size bytes, or (M > 0) its M sub-codes in
+    the fast-scan blocks of fastscan.h (32 slots a block, the unused slots of
+    a list's last block zeroed).  The stored entries are not touched and the
+    sizes not changed: the caller counts the new entries in afterwards."""
+    cdef const int64_t* lp = <const int64_t*>checked(list_nos, I64, 1, False, "list_nos")
+    cdef const uint8_t* cp = <const uint8_t*>checked(codes, U8, 2, False, "codes")
+    cdef const int64_t* ip = <const int64_t*>checked(ids, I64, 1, False, "ids")
+    cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False, "code_ptrs")
+    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    cdef const int64_t* capp = <const int64_t*>checked(capacity, I64, 1, False, "capacity")
+    cdef Py_ssize_t n = dim(list_nos, 0), cs = dim(codes, 1), nlist = dim(sizes, 0)
+    expect(dim(codes, 0) == n and dim(ids, 0) == n and dim(code_ptrs, 0) == nlist
+           and dim(id_ptrs, 0) == nlist and dim(capacity, 0) == nlist, "shapes")
+    expect(M == 0 or cs == (M + 1) // 2, "code size of 4-bit codes")
+    cdef int64_t* pos = <int64_t*>malloc(max(nlist, 1) * sizeof(int64_t))
+    if pos == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t j, l, p, m, end, bb = M * 16
+    cdef uint8_t* byte
+    cdef uint8_t sub
+    try:
+        memset(pos, 0, nlist * sizeof(int64_t))
+        for j in range(n):
+            expect(0 <= lp[j] < nlist, "list numbers outside [0, nlist)")
+            pos[lp[j]] += 1
+        for l in range(nlist):
+            expect(pos[l] == 0 or (szp[l] >= 0 and szp[l] + pos[l] <= capp[l]
+                                   and cptr[l] != 0), "list capacity")
+        with nogil:
+            for l in range(nlist):
+                if M and pos[l]:  # zero the slots from sizes[l] to the end of the last block
+                    end = (szp[l] + pos[l] + 31) // 32 * 32
+                    for p in range(szp[l], end):
+                        for m in range(M):
+                            byte = <uint8_t*><uintptr_t>cptr[l] + p // 32 * bb + m * 16 + p % 16
+                            byte[0] = byte[0] & (0xF0 if p % 32 < 16 else 0x0F)
+                pos[l] = szp[l]
+            for j in range(n):
+                l = lp[j]
+                p = pos[l]
+                pos[l] = p + 1
+                if iptr[l] != 0:
+                    (<int64_t*><uintptr_t>iptr[l])[p] = ip[j]
+                if M == 0:
+                    memcpy(<uint8_t*><uintptr_t>cptr[l] + p * cs, cp + j * cs, cs)
+                    continue
+                for m in range(M):
+                    sub = (cp[j * cs + m // 2] >> (4 * (m % 2))) & 15
+                    byte = <uint8_t*><uintptr_t>cptr[l] + p // 32 * bb + m * 16 + p % 16
+                    byte[0] = byte[0] | (sub if p % 32 < 16 else sub << 4)
+    finally:
+        free(pos)
