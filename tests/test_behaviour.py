@@ -375,3 +375,45 @@ def test_faiss_style_script_runs(embeddings):
     D, I = index.search(xq, k)
     assert I.shape == (10, k)
     assert np.mean(I[:, 0] == np.arange(10)) >= 0.8  # queries are in the base
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: pqfast.IndexFlatL2(d),
+        lambda d: pqfast.IndexFlatIP(d),
+        lambda d: pqfast.IndexPQ(d, 8, 8),
+        lambda d: pqfast.IndexIVFPQ(pqfast.IndexFlatL2(d), d, 8, 8, 8),
+        lambda d: pqfast.IndexIVFFlat(pqfast.IndexFlatL2(d), d, 8),
+    ],
+)
+def test_result_order_same_for_every_k(make):
+    """Rows are sorted by (distance, id) whatever k: from k = 48 to 256 the
+    final sort is a radix sort, outside it the heap's own; the first k of a
+    larger search are the k results, ties (duplicated vectors) by id."""
+    rng = np.random.default_rng(11)
+    d = 16
+    x = rng.standard_normal((3000, d)).astype(np.float32)
+    x[1500:2500] = x[:1000]  # equal distances
+    index = make(d)
+    index.train(x)
+    index.add(x)
+    if hasattr(index, "nprobe"):
+        index.nprobe = 3
+    xq = x[:40] + 0.05
+    D_all, I_all = index.search(xq, 300)
+    for k in (1, 47, 48, 100, 256, 257):
+        D, I = index.search(xq, k)
+        np.testing.assert_array_equal(I, I_all[:, :k])
+        np.testing.assert_array_equal(D, D_all[:, :k])
+        # one query: lists or segments merged (flat: distances by another path)
+        D1, I1 = index.search(xq[5:6], k)
+        np.testing.assert_array_equal(I1, I_all[5:6, :k])
+        np.testing.assert_allclose(D1, D_all[5:6, :k], rtol=1e-4, atol=1e-5)
+    found = I_all >= 0
+    step = np.diff(D_all, axis=1)
+    if index.metric_type == pqfast.METRIC_INNER_PRODUCT:
+        step = -step
+    assert np.all(step[found[:, 1:]] >= 0)
+    tie = (np.diff(D_all, axis=1) == 0) & found[:, 1:]
+    assert tie.any() and np.all(np.diff(I_all, axis=1)[tie] > 0)

@@ -219,14 +219,6 @@ static pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
  * ties at that distance are kept by smallest id, so the pairs kept are
  * exactly the k smallest, as a heap's (faiss's fast scan keeps a reservoir
  * too, partitioning its 16-bit distances). */
-static inline uint32_t pqfast_fkey(float x)
-{
-    uint32_t u;
-    x += 0.0f; /* -0 -> +0: the same value to the float comparisons elsewhere */
-    memcpy(&u, &x, 4);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 /* Keep in d[0..k), ids[0..k) the k smallest pairs of the n > k given (no NaN);
  * keys: room for n.  Returns the largest kept pair through *td, *ti. */
 PQFAST_MULTIVERSION
@@ -286,58 +278,6 @@ static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
         }
     *td = bd;
     *ti = bi;
-}
-
-/* The n (distance, id) pairs d[0..n), ids[0..n) (no NaN) written to od, oi
- * in ascending (distance, id) order: what heap-sorting them would give, at
- * about a third of the cost for k = 100 (a heap sort pays ~2 log2(k)
- * mispredicted branches per entry).  An LSD radix sort on the order-
- * preserving keys, 8 bits a pass, a pass skipped when every key has the same
- * byte there; it is stable, so equal distances keep their input order, and
- * insertion steps then order each run of equal distances by id.
- * keys: room for 4n. */
-static void pqfast_sort_pairs(const float *d, const int64_t *ids, ptrdiff_t n,
-                              uint32_t *keys, float *od, int64_t *oi)
-{
-    uint32_t *ka = keys, *pa = keys + n, *kb = keys + 2 * n, *pb = keys + 3 * n, *t;
-    uint32_t hist[4][256];
-    if (n <= 0)
-        return;
-    memset(hist, 0, sizeof hist);
-    for (ptrdiff_t j = 0; j < n; j++) {
-        const uint32_t key = ka[j] = pqfast_fkey(d[j]);
-        pa[j] = (uint32_t)j;
-        for (int b = 0; b < 4; b++)
-            hist[b][(key >> (8 * b)) & 255]++;
-    }
-    for (int b = 0; b < 4; b++) {
-        uint32_t *h = hist[b], sum = 0;
-        if (h[(ka[0] >> (8 * b)) & 255] == (uint32_t)n)
-            continue;
-        for (int v = 0; v < 256; v++) {
-            const uint32_t c = h[v];
-            h[v] = sum;
-            sum += c;
-        }
-        for (ptrdiff_t j = 0; j < n; j++) {
-            const uint32_t at = h[(ka[j] >> (8 * b)) & 255]++;
-            kb[at] = ka[j];
-            pb[at] = pa[j];
-        }
-        t = ka, ka = kb, kb = t;
-        t = pa, pa = pb, pb = t;
-    }
-    for (ptrdiff_t j = 0; j < n; j++) {
-        float dj = d[pa[j]];
-        int64_t ij = ids[pa[j]];
-        ptrdiff_t w = j;
-        for (; w > 0 && od[w - 1] == dj && oi[w - 1] > ij; w--) {
-            od[w] = od[w - 1];
-            oi[w] = oi[w - 1];
-        }
-        od[w] = dj;
-        oi[w] = ij;
-    }
 }
 
 /* 8-bit table from a float table of M rows of 16: each row's minimum is
