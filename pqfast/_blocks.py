@@ -3,9 +3,10 @@
 ``BlockCodes`` holds the codes of n vectors as blocks of 32 (the layout of
 fastscan.h, M * 16 bytes a block) and nothing else, yet reads and writes like a
 RowBuffer of flat codes (faiss's packing, two sub-codes a byte): ``view``
-unpacks, ``append`` repacks the partial last block together with the new
-codes.  So the fast-scan indexes keep one copy of their codes, as faiss does,
-and the inverted-list machinery works on them unchanged.
+unpacks, ``append`` writes the new codes into the free slots of the last
+block and into new blocks (``_ivf.append_entries``).  So the fast-scan
+indexes keep one copy of their codes, as faiss does, and the inverted-list
+machinery works on them unchanged.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class BlockCodes:
             np.zeros(n, np.int64), np.ascontiguousarray(codes, np.uint8),
             np.zeros(n, np.int64), np.array([self.address], np.uint64),
             np.zeros(1, np.uint64),  # no ids
-            np.array([self._size]), np.array([self.capacity]), self.M,
+            np.array([self._size], np.int64), np.array([self.capacity], np.int64),
+            self.M,
         )  # fmt: skip
         self.grow(n)
 

@@ -108,6 +108,10 @@ class ArrayInvertedLists:
         All or nothing: if anything fails (even KeyboardInterrupt), every list
         is left as it was.
         """
+        if not all(
+            np.issubdtype(np.asarray(a).dtype, np.integer) for a in (list_nos, ids)
+        ):
+            raise TypeError("add_entries takes integer list numbers and ids")
         list_nos = np.ascontiguousarray(list_nos, np.int64)
         ids = np.ascontiguousarray(ids, np.int64)
         codes = np.ascontiguousarray(codes, np.uint8)

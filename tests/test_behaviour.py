@@ -417,3 +417,24 @@ def test_result_order_same_for_every_k(make):
     assert np.all(step[found[:, 1:]] >= 0)
     tie = (np.diff(D_all, axis=1) == 0) & found[:, 1:]
     assert tie.any() and np.all(np.diff(I_all, axis=1)[tie] > 0)
+
+
+@pytest.mark.parametrize("k", [16, 100, 256, 300])
+def test_many_equal_distances_ordered_by_id(k):
+    """A zero query scores every vector 0 by inner product: the results are
+    ids 0, 1, 2, ... whatever the final sort (long runs of ties included);
+    with a selector leaving fewer than k, the rest is padding."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1000, 8)).astype(np.float32)
+    index = pqfast.IndexFlatIP(8)
+    index.add(x)
+    D, I = index.search(np.zeros((3, 8), np.float32), k)
+    assert np.all(D == 0)
+    np.testing.assert_array_equal(I, np.broadcast_to(np.arange(k), (3, k)))
+    params = pqfast.SearchParameters(sel=pqfast.IDSelectorRange(500, 560))
+    D, I = index.search(x[:4], k, params=params)
+    D300, I300 = index.search(x[:4], 300, params=params)
+    n = min(k, 60)
+    np.testing.assert_array_equal(I[:, :n], I300[:, :n])
+    np.testing.assert_array_equal(D[:, :n], D300[:, :n])
+    assert np.all(I[:, n:] == -1) and np.all(D[:, n:] == -np.finfo(np.float32).max)

@@ -70,8 +70,14 @@ def test_read_only_derived_state(xb):
         index.invlists.sizes[0] += 10**6
 
 
-def test_interrupted_add_leaves_lists_consistent(xb, monkeypatch):
-    index = trained_ivf(xb)
+@pytest.mark.parametrize("fast_scan", [False, True])
+def test_interrupted_add_leaves_lists_consistent(xb, monkeypatch, fast_scan):
+    if fast_scan:  # lists of fast-scan blocks (BlockCodes)
+        d = xb.shape[1]
+        index = pqfast.IndexIVFPQFastScan(pqfast.IndexFlatL2(d), d, 16, 8, 4)
+        index.train(xb)
+    else:
+        index = trained_ivf(xb)
     index.add(xb[:1000])
     before = index.search(xb[:10], 10)
     calls = {"n": 0}

@@ -154,7 +154,8 @@ cdef enum:
 
 # Candidates of one query for large k (see pqfast_select_k in fastscan.h):
 # entries must be below (thr_d, thr_i); room for 4k (so a selection, O(4k),
-# comes every 3k candidates or more).
+# comes every 3k candidates or more); `keys` (4k) is also the scratch of the
+# final sort (pqfast_sort_pairs, 4 per entry).
 cdef struct Reservoir:
     float* d
     int64_t* i
@@ -167,8 +168,9 @@ cdef struct Reservoir:
 
 def work_columns(Py_ssize_t M, Py_ssize_t k):
     """Scratch floats per thread of pq4_search / ivfpq4_search: the float
-    tables (2 M * 16), the 8-bit table and block sums (M * 16 + 16), and for
-    large k a Reservoir (a header, then room for 4k distances, ids, keys)."""
+    tables (2 M * 16), the 8-bit table (M * 4 floats, in a region of M * 16 +
+    16 that once also held block sums), and for large k a Reservoir (a
+    header, then room for 4k distances, ids, keys)."""
     return 3 * M * 16 + 16 + (16 + 16 * k if k >= RESERVOIR_MIN_K else 0)
 
 

@@ -1042,13 +1042,65 @@ static inline uint32_t pqfast_fkey(float x)
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* Sift pair r down a max-heap on ids over [0, end). */
+static inline void pqfast_sift_by_id(float *d, int64_t *ids, ptrdiff_t r, ptrdiff_t end)
+{
+    const float rd = d[r];
+    const int64_t ri = ids[r];
+    for (;;) {
+        ptrdiff_t c = 2 * r + 1;
+        if (c >= end)
+            break;
+        if (c + 1 < end && ids[c + 1] > ids[c])
+            c++;
+        if (ri >= ids[c])
+            break;
+        d[r] = d[c];
+        ids[r] = ids[c];
+        r = c;
+    }
+    d[r] = rd;
+    ids[r] = ri;
+}
+
+/* Order n pairs of equal distance by id (the distances go with their ids:
+ * +0 and -0 compare equal).  Insertion for short runs, else a heap sort, so
+ * that many ties (a zero query, duplicated data) stay O(n log n). */
+static void pqfast_sort_run_by_id(float *d, int64_t *ids, ptrdiff_t n)
+{
+    if (n <= 16) {
+        for (ptrdiff_t j = 1; j < n; j++) {
+            const float dj = d[j];
+            const int64_t ij = ids[j];
+            ptrdiff_t w = j;
+            for (; w > 0 && ids[w - 1] > ij; w--) {
+                d[w] = d[w - 1];
+                ids[w] = ids[w - 1];
+            }
+            d[w] = dj;
+            ids[w] = ij;
+        }
+        return;
+    }
+    for (ptrdiff_t i = n / 2 - 1; i >= 0; i--)
+        pqfast_sift_by_id(d, ids, i, n);
+    for (ptrdiff_t end = n - 1; end > 0; end--) {
+        const float td = d[0];
+        const int64_t ti = ids[0];
+        d[0] = d[end];
+        ids[0] = ids[end];
+        d[end] = td;
+        ids[end] = ti;
+        pqfast_sift_by_id(d, ids, 0, end);
+    }
+}
+
 /* The n (distance, id) pairs d[0..n), ids[0..n) (no NaN) written to od, oi
  * in ascending (distance, id) order: what heap-sorting them would give, at
  * about a third of the cost for k = 100 (a heap sort pays ~2 log2(k)
  * mispredicted branches per entry).  An LSD radix sort on the order-
  * preserving keys, 8 bits a pass, a pass skipped when every key has the same
- * byte there; it is stable, so equal distances keep their input order, and
- * insertion steps then order each run of equal distances by id.
+ * byte there; then each run of equal distances is ordered by id.
  * keys: room for 4n. */
 static void pqfast_sort_pairs(const float *d, const int64_t *ids, ptrdiff_t n,
                               uint32_t *keys, float *od, int64_t *oi)
@@ -1082,15 +1134,14 @@ static void pqfast_sort_pairs(const float *d, const int64_t *ids, ptrdiff_t n,
         t = pa, pa = pb, pb = t;
     }
     for (ptrdiff_t j = 0; j < n; j++) {
-        float dj = d[pa[j]];
-        int64_t ij = ids[pa[j]];
-        ptrdiff_t w = j;
-        for (; w > 0 && od[w - 1] == dj && oi[w - 1] > ij; w--) {
-            od[w] = od[w - 1];
-            oi[w] = oi[w - 1];
-        }
-        od[w] = dj;
-        oi[w] = ij;
+        od[j] = d[pa[j]];
+        oi[j] = ids[pa[j]];
+    }
+    for (ptrdiff_t a = 0, b; a < n; a = b) { /* runs of equal distances: by id */
+        for (b = a + 1; b < n && od[b] == od[a]; b++)
+            ;
+        if (b - a > 1)
+            pqfast_sort_run_by_id(od + a, oi + a, b - a);
     }
 }
 
