@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._kernels import _range
+from pqfast._kernels._check import data_address
 from pqfast._metrics import METRIC_L2
 from pqfast._search import n_segments, scratch
 
@@ -91,7 +92,7 @@ def exhaustive(
     bounds = np.arange(nseg + 1, dtype=np.int64) * n // nseg
     row_bytes = rows.shape[1] * rows.itemsize
     lists = (
-        (rows.ctypes.data + bounds[:-1] * row_bytes).astype(np.uint64),
+        (data_address(rows) + bounds[:-1] * row_bytes).astype(np.uint64),
         np.zeros(nseg, np.uint64),
         bounds[:-1].copy(),
         np.diff(bounds),

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._kernels import _topk
+from pqfast._kernels._check import data_address
 from pqfast._metrics import METRIC_INNER_PRODUCT
 from pqfast._threads import omp_get_max_threads
 
@@ -56,7 +57,7 @@ def scratch(per_thread: int, dtype: type = np.float32) -> NDArray:
     cols = -(-max(per_thread, 1) * item // _LINE) * _LINE // item + _LINE // item
     rows = omp_get_max_threads()
     buf = np.empty(rows * cols + _LINE // item, dtype=dtype)
-    start = (-buf.ctypes.data % _LINE) // item
+    start = (-data_address(buf) % _LINE) // item
     return buf[start : start + rows * cols].reshape(rows, cols)
 
 

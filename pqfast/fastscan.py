@@ -7,6 +7,7 @@ from numpy.typing import NDArray
 
 from pqfast._blocks import BLOCK, BlockCodes
 from pqfast._kernels import _fastscan
+from pqfast._kernels._check import data_address
 from pqfast._metrics import METRIC_L2
 from pqfast._search import scratch
 from pqfast._validation import (
@@ -138,7 +139,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         ptrs = np.zeros(self.nlist, np.uint64)
         sizes = np.zeros(self.nlist, np.int64)
         for i, c in codes.items():
-            ptrs[i], sizes[i] = c.ctypes.data, c.shape[0]
+            ptrs[i], sizes[i] = data_address(c), c.shape[0]
         _, id_ptrs, _ = inv.kernel_arrays()
         return (ptrs, id_ptrs, np.zeros(self.nlist, np.int64), sizes), codes
 
