@@ -39,11 +39,12 @@ def main() -> None:
         t0 = time.perf_counter()
         index.search(xq[r : r + 1], 10)
         one.append(1e6 * (time.perf_counter() - t0))
+    spin = os.environ.get("GOMP_SPINCOUNT")
     policy = (
-        os.environ.get("GOMP_SPINCOUNT")
-        and "GOMP_SPINCOUNT=" + os.environ["GOMP_SPINCOUNT"]
+        f"GOMP_SPINCOUNT={spin}"
+        if spin
+        else os.environ.get("OMP_WAIT_POLICY", "default")
     )
-    policy = policy or os.environ.get("OMP_WAIT_POLICY", "default")
     print(
         f"{policy}: batch median {np.median(batch):.1f} ms, p90"
         f" {np.percentile(batch, 90):.1f} ms; one query median {np.median(one):.0f} us"

@@ -132,9 +132,8 @@ class ArrayInvertedLists:
         id_ptrs = np.zeros(self.nlist, np.uint64)
         capacity = np.zeros(self.nlist, np.int64)
         try:
-            for i, size, n in zip(
-                touched.tolist(), old_sizes.tolist(), counts[touched].tolist()
-            ):
+            added = counts[touched].tolist()
+            for i, size, n in zip(touched.tolist(), old_sizes.tolist(), added):
                 self._codes[i].reserve(size + n)
                 self._ids[i].reserve(size + n)
                 code_ptrs[i] = self._codes[i].address
@@ -144,7 +143,7 @@ class ArrayInvertedLists:
                 list_nos, codes, ids, code_ptrs, id_ptrs, self._sizes, capacity,
                 self._block_M,
             )  # fmt: skip
-            for i, n in zip(touched.tolist(), counts[touched].tolist()):
+            for i, n in zip(touched.tolist(), added):
                 self._codes[i].grow(n)
                 self._ids[i].grow(n)
         except BaseException:

@@ -37,6 +37,7 @@ from pqfast._kernels._common cimport (
     heap_sort,
     pair_less,
     pqfast_ctz64,
+    pqfast_sort_pairs,
     pqfast_dot_tables,
     heap_chunk,
     team_size,
@@ -56,8 +57,6 @@ cdef extern from "fastscan.h" nogil:
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
     void pqfast_select_k(float* d, int64_t* ids, Py_ssize_t n, Py_ssize_t k,
                          uint32_t* keys, float* td, int64_t* ti)
-    void pqfast_sort_pairs(const float* d, const int64_t* ids, Py_ssize_t n,
-                           uint32_t* keys, float* od, int64_t* oi)
     ctypedef uint32_t (*pqfast_fs_exact_fn)(const uint8_t*, Py_ssize_t, const float*,
                                             float, float, uint32_t, float*) noexcept nogil
     pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)

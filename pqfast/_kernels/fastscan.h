@@ -218,7 +218,8 @@ static pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
  * preserving integer keys, each step one branch-free counting pass, and
  * ties at that distance are kept by smallest id, so the pairs kept are
  * exactly the k smallest, as a heap's (faiss's fast scan keeps a reservoir
- * too, partitioning its 16-bit distances). */
+ * too, partitioning its 16-bit distances).  The keys: pqfast_fkey, simd.h. */
+
 /* Keep in d[0..k), ids[0..k) the k smallest pairs of the n > k given (no NaN);
  * keys: room for n.  Returns the largest kept pair through *td, *ti. */
 PQFAST_MULTIVERSION
