@@ -1,5 +1,7 @@
 """IndexPQFastScan: 4-bit codes in blocks of 32, scored by byte shuffles."""
 
+import itertools
+
 import numpy as np
 import pytest
 from conftest import recall_at
@@ -107,12 +109,13 @@ def pair(request, real_split):
     return fs, exact
 
 
-def test_matches_exact_adc_up_to_table_quantization(pair, real_split):
+@pytest.mark.parametrize("k", [10, 100])
+def test_matches_exact_adc_up_to_table_quantization(pair, real_split, k):
     fs, exact = pair
     _, xq = real_split
-    D1, I1 = fs.search(xq, 10)
-    D2, I2 = exact.search(xq, 10)
-    assert recall_at(I1, I2, 10) > 0.97
+    D1, I1 = fs.search(xq, k)
+    D2, I2 = exact.search(xq, k)
+    assert recall_at(I1, I2, k) > 0.97
     same = I1 == I2  # returned distances are exact ADC distances
     np.testing.assert_allclose(D1[same], D2[same], rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(fs.reconstruct_n(0, 50), exact.reconstruct_n(0, 50))
@@ -276,10 +279,12 @@ def test_search_kernels_simd_match_portable(pair, real_split):
     fs, _ = pair
     _, xq = real_split
     pq = fs.pq
-    for sel in (None, pqfast.IDSelectorRange(50, 4000)):
+    for sel, k in itertools.product(
+        (None, pqfast.IDSelectorRange(50, 4000)), (10, 100)
+    ):
         out = []
         for simd in (False, True):
-            D, I = result_arrays(xq.shape[0], 10)
+            D, I = result_arrays(xq.shape[0], k)
             _fastscan.pq4_search(
                 xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal,
                 fs.metric_type == pqfast.METRIC_L2, 1, simd,
@@ -307,16 +312,46 @@ def test_search_simd_matches_portable_with_large_norms():
     fs.train(xb)
     fs.add(xb)
     pq = fs.pq
-    out = []
-    for simd in (False, True):
-        D, I = result_arrays(xq.shape[0], 10)
-        _fastscan.pq4_search(
-            xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal, True, 1, simd,
-            selector_args(None), scratch(_fastscan.work_columns(pq.M, 10)), D, I,
-        )  # fmt: skip
-        out.append((D, I))
-    for a, b in zip(*out):
-        np.testing.assert_array_equal(a, b)
+    for k in (10, 100):
+        out = []
+        for simd in (False, True):
+            D, I = result_arrays(xq.shape[0], k)
+            _fastscan.pq4_search(
+                xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal, True, 1, simd,
+                selector_args(None), scratch(_fastscan.work_columns(pq.M, k)), D, I,
+            )  # fmt: skip
+            out.append((D, I))
+        for a, b in zip(*out):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def test_large_k_with_many_equal_quantized_sums(metric):
+    """IndexPQFastScan keeps large-k candidates by quantized sum and scores
+    them at the end.  With a few distinct vectors, each repeated 300 times,
+    a full reservoir cannot shrink by sum (every code in it is within reach
+    of the k-th), so it is decided exactly: results stay those of IndexPQ
+    with the same 4-bit centroids, ties by id, at 1 and 2 threads."""
+    rng = np.random.default_rng(11)
+    distinct = rng.normal(size=(7, 64)).astype(np.float32)
+    x = np.repeat(distinct, 300, axis=0)  # in order: a query near the last
+    # vector finds the others first, and must still find the later, closer ones
+    fs = pqfast.IndexPQFastScan(64, 8, 4, metric)
+    fs.train(x)
+    fs.add(x)
+    exact = pqfast.IndexPQ(64, 8, 4, metric)
+    exact.pq.centroids = fs.pq.centroids
+    exact.add(x)
+    xq = np.vstack([distinct[::-1], rng.normal(size=(5, 64))]).astype(np.float32) + 0.01
+    for threads in (1, 2):
+        pqfast.omp_set_num_threads(threads)
+        for k in (17, 50, 400, 2500):
+            D1, I1 = fs.search(xq, k)
+            D2, I2 = exact.search(xq, k)
+            np.testing.assert_array_equal(I1, I2)
+            np.testing.assert_allclose(D1, D2, rtol=1e-5, atol=1e-4)
+            D1, I1 = fs.search(xq[:1], k)  # one query: blocks split over threads
+            np.testing.assert_array_equal(I1, I2[:1])
 
 
 @pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])

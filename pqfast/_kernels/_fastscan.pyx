@@ -5,7 +5,8 @@ quantized to 8 bits (an offset per sub-quantizer, one shared scale); blocks of
 32 codes are scored with byte shuffles (fastscan.h); a code whose quantized
 distance, allowing for the rounding, can still enter the heap is scored
 exactly with the float table.  So the returned distances are exact ADC
-distances, and the quantization filters but never decides.
+distances, and the quantization filters but never decides.  (The exhaustive
+search for large k defers the exact scoring: see scan_blocks_q.)
 """
 
 from cython.parallel cimport prange, threadid
@@ -50,13 +51,19 @@ cdef extern from "fastscan.h" nogil:
     pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
     ctypedef Py_ssize_t (*pqfast_fs_next_fn)(const uint8_t*, Py_ssize_t, Py_ssize_t,
                                              Py_ssize_t, const uint8_t*, uint16_t,
-                                             uint32_t*) noexcept nogil
-    pqfast_fs_next_fn pqfast_fs_next_impl(int max_level)
+                                             uint32_t*, uint16_t*) noexcept nogil
+    pqfast_fs_next_fn pqfast_fs_next_impl(int max_level, int keep_sums)
     ctypedef float (*pqfast_quantize_fn)(const float*, Py_ssize_t, uint8_t*,
                                          float*) noexcept nogil
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
     void pqfast_select_k(float* d, int64_t* ids, Py_ssize_t n, Py_ssize_t k,
                          uint32_t* keys, float* td, int64_t* ti)
+    uint32_t pqfast_kth_key(const uint32_t* keys, Py_ssize_t n, Py_ssize_t k)
+    Py_ssize_t pqfast_keep_le(uint32_t* keys, int64_t* pos, Py_ssize_t n, uint32_t t)
+    void pqfast_fs_score_at(const uint8_t* blocks, Py_ssize_t M, const float* table,
+                            float base, const int64_t* pos, Py_ssize_t n, float* out)
+    uint32_t pqfast_fs_qsum_at(const uint8_t* blocks, Py_ssize_t M, const uint8_t* lut,
+                               int64_t i)
     ctypedef uint32_t (*pqfast_fs_exact_fn)(const uint8_t*, Py_ssize_t, const float*,
                                             float, float, uint32_t, float*) noexcept nogil
     pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
@@ -163,6 +170,7 @@ cdef struct Reservoir:
     Py_ssize_t k
     float thr_d
     int64_t thr_i
+    uint32_t qthr
 
 
 def work_columns(Py_ssize_t M, Py_ssize_t k):
@@ -189,6 +197,7 @@ cdef inline Reservoir* thread_reservoir(float* row, Py_ssize_t M,
     r.k = k
     r.thr_d = FLT_MAX
     r.thr_i = INT64_MAX
+    r.qthr = 65535
     return r
 
 
@@ -257,12 +266,13 @@ cdef inline void scan_blocks(pqfast_fs_next_fn next_block, pqfast_fs_exact_fn ex
     cdef Py_ssize_t b = b0, j, i
     cdef uint32_t mask = 0
     cdef float dist[32]
+    cdef uint16_t sums[32]  # not written: next_block without sums
     cdef float top
     cdef int64_t idx
     while True:
         top = res.thr_d if res != NULL else hd[0]
         b = next_block(blocks, b, b1, M, lut, qthreshold(top - base - bias, scale, M),
-                       &mask)
+                       &mask, sums)
         if b >= b1:
             break
         mask = exact(blocks + b * M * 16, M, table, base, top, mask, dist)
@@ -279,6 +289,82 @@ cdef inline void scan_blocks(pqfast_fs_next_fn next_block, pqfast_fs_exact_fn ex
             elif pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
                 heap_sift_down(hd, hi, k, 0, dist[j], idx)
         b = b + 1
+
+
+# The exhaustive search for large k keeps candidates by quantized sum: one
+# table for all codes makes the sums comparable, so the k-th smallest sum q_k
+# bounds the k-th exact distance, and the exact scoring waits for the end,
+# for the few codes within reach of it.  Each of the M entries of a sum is
+# off by at most half a step, so a code with sum s has an exact distance
+# within M/2 steps of s: a code of the exact k best has a sum <= q_k + M
+# (and one more step for float rounding).  The Reservoir's `keys` hold the
+# sums, `i` the positions; `d` is only used at the end (and when many codes
+# share the same sums: then the reservoir is decided exactly, see qres_shrink).
+
+
+cdef inline void qres_shrink(Reservoir* r, const uint8_t* blocks, Py_ssize_t M,
+                             const float* table, const uint8_t* lut, float base,
+                             float bias, float scale) noexcept nogil:
+    """Keep the candidates of a full reservoir that can still be among the k
+    best, and tighten its threshold r.qthr."""
+    cdef uint32_t t = pqfast_kth_key(r.keys, r.n, r.k) + M + 2
+    cdef Py_ssize_t j
+    if t < r.qthr:
+        r.qthr = t
+    r.n = pqfast_keep_le(r.keys, r.i, r.n, r.qthr)
+    if r.n <= 2 * r.k:
+        return
+    # many equal sums: keep the k exact best, and their sums
+    pqfast_fs_score_at(blocks, M, table, base, r.i, r.n, r.d)
+    pqfast_select_k(r.d, r.i, r.n, r.k, r.keys, &r.thr_d, &r.thr_i)
+    r.n = r.k
+    t = qthreshold(r.thr_d - base - bias, scale, M)
+    if t < r.qthr:
+        r.qthr = t
+    for j in range(r.n):
+        r.keys[j] = pqfast_fs_qsum_at(blocks, M, lut, r.i[j])
+
+
+cdef inline void scan_blocks_q(pqfast_fs_next_fn next_block, const uint8_t* blocks,
+                               Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t n, Py_ssize_t M,
+                               const float* table, const uint8_t* lut, float base,
+                               float bias, float scale, const Selector* sel,
+                               Reservoir* r) noexcept nogil:
+    """Offer codes b0 * 32 ... (blocks [b0, b1), n codes in all) to the
+    reservoir by quantized sum (ids are positions)."""
+    cdef Py_ssize_t b = b0, j, i
+    cdef uint32_t mask = 0
+    cdef uint16_t sums[32]
+    while True:
+        b = next_block(blocks, b, b1, M, lut, <uint16_t>r.qthr, &mask, sums)
+        if b >= b1:
+            break
+        while mask:
+            j = pqfast_ctz64(mask)
+            mask = mask & (mask - 1)
+            i = b * 32 + j
+            if i >= n:
+                break
+            if sums[j] <= r.qthr and sel_allows(sel, i):
+                r.keys[r.n] = sums[j]
+                r.i[r.n] = i
+                r.n = r.n + 1
+                if r.n == 4 * r.k:
+                    qres_shrink(r, blocks, M, table, lut, base, bias, scale)
+        b = b + 1
+
+
+cdef inline void qres_finish(Reservoir* r, const uint8_t* blocks, Py_ssize_t M,
+                             const float* table, float base, float* hd, int64_t* hi,
+                             bint sort) noexcept nogil:
+    """Score the candidates within reach of the k-th sum exactly and put the
+    k best into (hd, hi), as reservoir_finish."""
+    cdef uint32_t t
+    if r.n > r.k:
+        t = pqfast_kth_key(r.keys, r.n, r.k) + M + 2
+        r.n = pqfast_keep_le(r.keys, r.i, r.n, t if t < r.qthr else r.qthr)
+    pqfast_fs_score_at(blocks, M, table, base, r.i, r.n, r.d)
+    reservoir_finish(r, hd, hi, sort)
 
 
 def pq4_search(x,          # IN  (nq, d) float32 queries
@@ -306,12 +392,13 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
-    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0)
+    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0,
+                                                                k >= RESERVOIR_MIN_K)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
-    cdef Py_ssize_t w, q, s
+    cdef Py_ssize_t w, q, s, b0, b1
     cdef float base, scale, bias
     cdef float* table
     cdef Reservoir* res
@@ -327,13 +414,18 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
         base = sqnorm(xp + q * d, d) if l2 else 0
         bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
         scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
-        scan_blocks(next_block, exact, bp, nblocks * s // nseg, nblocks * (s + 1) // nseg, ntotal, M,
-                    table, <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
-                    Dp + w * k, Ip + w * k, k, &selector, res)
+        b0 = nblocks * s // nseg
+        b1 = nblocks * (s + 1) // nseg
         if res != NULL:
-            reservoir_finish(res, Dp + w * k, Ip + w * k, nseg == 1)
-        elif nseg == 1:
-            heap_sort(Dp + w * k, Ip + w * k, k)
+            scan_blocks_q(next_block, bp, b0, b1, ntotal, M, table,
+                          <uint8_t*>(table + 2 * M * 16), base, bias, scale, &selector, res)
+            qres_finish(res, bp, M, table, base, Dp + w * k, Ip + w * k, nseg == 1)
+        else:
+            scan_blocks(next_block, exact, bp, b0, b1, ntotal, M, table,
+                        <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
+                        Dp + w * k, Ip + w * k, k, &selector, NULL)
+            if nseg == 1:
+                heap_sort(Dp + w * k, Ip + w * k, k)
 
 
 def ivfpq4_search(x,          # IN  (nq, d) float32 queries
@@ -381,7 +473,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
     cdef Py_ssize_t w, q, s, p, l
-    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0)
+    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0, False)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)

@@ -208,6 +208,48 @@ static pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
     return pqfast_fs_exact_scalar;
 }
 
+/* Codes at positions pos[0..n) (vector numbers: block pos / 32), scored
+ * exactly: out[j] = base + table[0, c0] + table[1, c1] + ..., summed in m
+ * order as the block versions above, so the same floats.  Eight codes at a
+ * time keep eight independent chains of additions in flight. */
+static void pqfast_fs_score_at(const uint8_t *blocks, ptrdiff_t M, const float *table,
+                               float base, const int64_t *pos, ptrdiff_t n, float *out)
+{
+    enum { G = 8 };
+    ptrdiff_t j = 0;
+    for (; j < n; j += G) {
+        const int g = n - j < G ? (int)(n - j) : G;
+        const uint8_t *c[G];
+        int shift[G];
+        float d[G];
+        for (int u = 0; u < G; u++) { /* a short group repeats its last code */
+            const int64_t i = pos[j + (u < g ? u : g - 1)];
+            c[u] = blocks + (i >> 5) * M * 16 + (i & 15);
+            shift[u] = (i & 16) ? 4 : 0;
+            d[u] = base;
+        }
+        for (ptrdiff_t m = 0; m < M; m++) {
+            const float *t = table + m * 16;
+            for (int u = 0; u < G; u++)
+                d[u] += t[(c[u][m * 16] >> shift[u]) & 15];
+        }
+        for (int u = 0; u < g; u++)
+            out[j + u] = d[u];
+    }
+}
+
+/* The quantized sum of the code at position i (as the block versions). */
+static uint32_t pqfast_fs_qsum_at(const uint8_t *blocks, ptrdiff_t M, const uint8_t *lut,
+                                  int64_t i)
+{
+    const uint8_t *c = blocks + (i >> 5) * M * 16 + (i & 15);
+    const int shift = (i & 16) ? 4 : 0;
+    uint32_t s = 0;
+    for (ptrdiff_t m = 0; m < M; m++)
+        s += lut[m * 16 + ((c[m * 16] >> shift) & 15)];
+    return s;
+}
+
 /* ---- selection for large k: a reservoir of candidates ----
  *
  * A heap pays about log2(k) mispredicted branches per entry; at k = 100
@@ -220,19 +262,18 @@ static pqfast_fs_exact_fn pqfast_fs_exact_impl(int max_level)
  * exactly the k smallest, as a heap's (faiss's fast scan keeps a reservoir
  * too, partitioning its 16-bit distances).  The keys: pqfast_fkey, simd.h. */
 
-/* Keep in d[0..k), ids[0..k) the k smallest pairs of the n > k given (no NaN);
- * keys: room for n.  Returns the largest kept pair through *td, *ti. */
+/* The k-th smallest of n keys (1 <= k <= n): bisection on the value, each
+ * step one branch-free counting pass. */
 PQFAST_MULTIVERSION
-static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
-                            uint32_t *keys, float *td, int64_t *ti)
+static uint32_t pqfast_kth_key(const uint32_t *keys, ptrdiff_t n, ptrdiff_t k)
 {
     uint32_t lo = 0xFFFFFFFFu, hi = 0;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
     for (ptrdiff_t j = 0; j < n; j++) {
-        uint32_t key = keys[j] = pqfast_fkey(d[j]);
-        lo = key < lo ? key : lo;
-        hi = key > hi ? key : hi;
+        lo = keys[j] < lo ? keys[j] : lo;
+        hi = keys[j] > hi ? keys[j] : hi;
     }
-    while (lo < hi) { /* smallest key t with count(key <= t) >= k */
+    while (lo < hi) { /* smallest t with count(key <= t) >= k */
         const uint32_t mid = lo + (hi - lo) / 2;
         int c = 0;
 #pragma omp simd reduction(+ : c)
@@ -243,6 +284,32 @@ static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
         else
             lo = mid + 1;
     }
+    return lo;
+}
+
+/* Keep, in order, the entries of keys[0..n) and pos[0..n) whose key is <= t;
+ * returns how many.  Branch-free: each write lands on a slot already read. */
+static ptrdiff_t pqfast_keep_le(uint32_t *keys, int64_t *pos, ptrdiff_t n, uint32_t t)
+{
+    ptrdiff_t w = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const uint32_t key = keys[j];
+        keys[w] = key;
+        pos[w] = pos[j];
+        w += key <= t;
+    }
+    return w;
+}
+
+/* Keep in d[0..k), ids[0..k) the k smallest pairs of the n > k given (no NaN);
+ * keys: room for n.  Returns the largest kept pair through *td, *ti. */
+PQFAST_MULTIVERSION
+static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
+                            uint32_t *keys, float *td, int64_t *ti)
+{
+    for (ptrdiff_t j = 0; j < n; j++)
+        keys[j] = pqfast_fkey(d[j]);
+    const uint32_t lo = pqfast_kth_key(keys, n, k);
     /* keep the pairs at or below the k-th key, in order, without branches:
      * each write lands on a slot already read */
     ptrdiff_t w = 0;
@@ -409,19 +476,21 @@ static pqfast_fs_block_fn pqfast_fs_block_impl(int max_level)
 /* The first block in [b, b1) with a code whose quantized sum is <= thr, its
  * mask in *mask; b1 when there is none.  The threshold only changes when a
  * code is accepted, so the search runs this loop, one call per passing block
- * rather than one per block, and the block kernel is inlined into it (its
- * sums, unused here, are not stored). */
+ * rather than one per block, and the block kernel is inlined into it.  The
+ * "_sums" versions also leave the block's 32 sums in sums[]; the others
+ * ignore sums (their sums are not stored at all: 5-7 % of a k = 10 search). */
 typedef ptrdiff_t (*pqfast_fs_next_fn)(const uint8_t *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                       const uint8_t *, uint16_t, uint32_t *);
+                                       const uint8_t *, uint16_t, uint32_t *, uint16_t *);
 
-#define PQFAST_FS_NEXT(name, block_fn, attrs)                                         \
+#define PQFAST_FS_NEXT(name, block_fn, attrs, keep_sums)                              \
     attrs static ptrdiff_t name(const uint8_t *blocks, ptrdiff_t b, ptrdiff_t b1,     \
                                 ptrdiff_t M, const uint8_t *lut, uint16_t thr,        \
-                                uint32_t *mask)                                       \
+                                uint32_t *mask, uint16_t *sums)                       \
     {                                                                                 \
-        uint16_t sums[32];                                                            \
+        uint16_t unused[32];                                                          \
+        uint16_t *out = keep_sums ? sums : unused;                                    \
         for (; b < b1; b++) {                                                         \
-            const uint32_t found = block_fn(blocks + b * M * 16, M, lut, thr, sums);  \
+            const uint32_t found = block_fn(blocks + b * M * 16, M, lut, thr, out);   \
             if (found) {                                                              \
                 *mask = found;                                                        \
                 return b;                                                             \
@@ -430,24 +499,29 @@ typedef ptrdiff_t (*pqfast_fs_next_fn)(const uint8_t *, ptrdiff_t, ptrdiff_t, pt
         return b1;                                                                    \
     }
 
-PQFAST_FS_NEXT(pqfast_fs_next_scalar, pqfast_fs_block_scalar, )
+PQFAST_FS_NEXT(pqfast_fs_next_scalar, pqfast_fs_block_scalar, , 0)
+PQFAST_FS_NEXT(pqfast_fs_next_sums_scalar, pqfast_fs_block_scalar, , 1)
 #ifdef PQFAST_HAVE_X86
-PQFAST_FS_NEXT(pqfast_fs_next_avx2, pqfast_fs_block_avx2, __attribute__((target("avx2"))))
+PQFAST_FS_NEXT(pqfast_fs_next_avx2, pqfast_fs_block_avx2, __attribute__((target("avx2"))), 0)
+PQFAST_FS_NEXT(pqfast_fs_next_sums_avx2, pqfast_fs_block_avx2,
+               __attribute__((target("avx2"))), 1)
 PQFAST_FS_NEXT(pqfast_fs_next_avx512, pqfast_fs_block_avx512,
-               __attribute__((target("avx512f,avx512bw"))))
+               __attribute__((target("avx512f,avx512bw"))), 0)
+PQFAST_FS_NEXT(pqfast_fs_next_sums_avx512, pqfast_fs_block_avx512,
+               __attribute__((target("avx512f,avx512bw"))), 1)
 #endif
 #undef PQFAST_FS_NEXT
 
-static pqfast_fs_next_fn pqfast_fs_next_impl(int max_level)
+static pqfast_fs_next_fn pqfast_fs_next_impl(int max_level, int keep_sums)
 {
 #ifdef PQFAST_HAVE_X86
     if (max_level >= 2 && __builtin_cpu_supports("avx512bw"))
-        return pqfast_fs_next_avx512;
+        return keep_sums ? pqfast_fs_next_sums_avx512 : pqfast_fs_next_avx512;
     if (max_level >= 1 && __builtin_cpu_supports("avx2"))
-        return pqfast_fs_next_avx2;
+        return keep_sums ? pqfast_fs_next_sums_avx2 : pqfast_fs_next_avx2;
 #endif
     (void)max_level;
-    return pqfast_fs_next_scalar;
+    return keep_sums ? pqfast_fs_next_sums_scalar : pqfast_fs_next_scalar;
 }
 
 #endif
