@@ -317,8 +317,9 @@ def test_search_simd_matches_portable_with_large_norms():
         for simd in (False, True):
             D, I = result_arrays(xq.shape[0], k)
             _fastscan.pq4_search(
-                xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal, True, 1, simd,
-                selector_args(None), scratch(_fastscan.work_columns(pq.M, k)), D, I,
+                xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal, True, 1,
+                simd, selector_args(None), scratch(_fastscan.work_columns(pq.M, k)),
+                D, I,
             )  # fmt: skip
             out.append((D, I))
         for a, b in zip(*out):
