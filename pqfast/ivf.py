@@ -38,6 +38,9 @@ _EMPTY_TABLE = np.zeros((0, 0, 0), np.float32)  # "no precomputed table"
 # Most queries searched by one fused kernel call (IndexIVFPQ._search_fused):
 # up to 4, IndexFlat's search uses the same SIMD dot products, not a GEMM.
 _FUSED_MAX_QUERIES = 4
+# A query whose probed lists hold few 8-bit codes is scored from the codebook,
+# without lookup tables (_ivf.use_direct, PERFORMANCE.md #36); False: never.
+DIRECT_SCORING = True
 
 
 class IndexIVF:
@@ -694,6 +697,7 @@ class IndexIVFPQ(IndexIVF):
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
             self.metric_type == METRIC_L2, nseg, sel,
             scratch(_ivf.work_columns(pq.M, pq.ksub)), D, I,
+            pq._centroids, self._by_residual, DIRECT_SCORING,
         )  # fmt: skip
 
     def _range_codebook(self) -> tuple:
@@ -719,7 +723,9 @@ class IndexIVFPQ(IndexIVF):
         args = self._fused_args()
         if args is None:
             return False
-        _ivf.ivfpq_search_flat(x, nprobe, *args, sel, D, I)
+        _ivf.ivfpq_search_flat(
+            x, nprobe, *args, sel, D, I, self.pq._centroids, DIRECT_SCORING
+        )
         return True
 
     def _fused_args(self) -> tuple | None:

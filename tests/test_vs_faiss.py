@@ -144,6 +144,62 @@ def test_ivfpq_same_centroids(rng, nbits, metric):
         same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4)
 
 
+def direct_kernel(index, x, k, simd):
+    """index.search(x, k) through _ivf.ivfpq_search at a given SIMD level."""
+    from pqfast._kernels import _ivf
+    from pqfast._search import finish, result_arrays, scratch
+    from pqfast.ivf import DIRECT_SCORING
+    from pqfast.selectors import selector_args
+
+    pq = index.pq
+    base, probes = index._coarse_terms(x, index.nprobe)
+    D, I = result_arrays(len(x), k)
+    _ivf.ivfpq_search(
+        x, probes, base, pq._cbt, pq._ynorm, index._precomputed_table(),
+        index._coarse_centroids(), *index.invlists.kernel_arrays(), index.code_size,
+        8, index.metric_type == pqfast.METRIC_L2, 1, selector_args(None),
+        scratch(_ivf.work_columns(pq.M, pq.ksub)), D, I, pq._centroids,
+        index.by_residual, DIRECT_SCORING, simd,
+    )  # fmt: skip
+    return finish(D, I, 1, index.metric_type)
+
+
+@pytest.mark.parametrize("by_residual", [True, False])
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def test_ivfpq_direct_scoring_of_small_lists(rng, metric, by_residual, monkeypatch):
+    """A query whose probed lists hold few codes is scored from the codebook,
+    without tables (ivf.DIRECT_SCORING): the same neighbours as faiss and
+    as the table path, with a selector, in batches and one query at a time
+    (the fused kernel, 1 and 2 threads)."""
+    from pqfast import ivf
+
+    d, nlist, M = 32, 64, 8
+    xb = gaussian_mixture(rng, 2000, d)  # about 31 codes a list
+    xq = gaussian_mixture(rng, 40, d)
+    ours, theirs = ivfpq_pair(rng, d, nlist, M, 8, metric, xb, by_residual)
+    ours.add(xb)
+    theirs.add(xb)
+    sel = pqfast.SearchParameters(sel=pqfast.IDSelectorRange(100, 1500))
+    for nprobe in (1, 2, 6):
+        ours.nprobe = theirs.nprobe = nprobe
+        D1, I1 = ours.search(xq, 10)
+        same_ids_ties_aside(D1, I1, *theirs.search(xq, 10), 1e-5, 1e-4)
+        Ds, Is = ours.search(xq, 10, params=sel)
+        with monkeypatch.context() as m:
+            m.setattr(ivf, "DIRECT_SCORING", False)
+            same_ids_ties_aside(D1, I1, *ours.search(xq, 10), 1e-5, 1e-4)
+            same_ids_ties_aside(Ds, Is, *ours.search(xq, 10, params=sel), 1e-5, 1e-4)
+        assert np.all((Is == -1) | ((Is >= 100) & (Is < 1500)))
+        portable = direct_kernel(ours, xq, 10, simd=0)
+        np.testing.assert_array_equal(portable[1], I1)  # the portable version
+        np.testing.assert_allclose(portable[0], D1, rtol=1e-5, atol=1e-5)
+        for threads in (1, 2):
+            pqfast.omp_set_num_threads(threads)
+            for q in range(0, 40, 7):  # (coarse terms: dots here, GEMM in a batch)
+                D, I = ours.search(xq[q : q + 1], 10)
+                same_ids_ties_aside(D, I, D1[q : q + 1], I1[q : q + 1], 1e-5, 1e-4)
+
+
 @pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
 def test_ivfpq_not_by_residual(rng, metric):
     """by_residual=False: the codes of the vectors themselves, one table per

@@ -42,6 +42,11 @@ cdef extern from "simd.h" nogil:
                            Py_ssize_t M, Py_ssize_t code_size, float base, float* out)
     void pqfast_adc8_block2(const float* t1, const float* t2, const uint8_t* codes,
                             Py_ssize_t n, Py_ssize_t M, float base, float* out)
+    ctypedef void (*pqfast_pq8_direct_fn)(const float* r, const float* cents,
+                                          const uint8_t* codes, Py_ssize_t n,
+                                          Py_ssize_t M, Py_ssize_t dsub, int l2,
+                                          float base, float* out)
+    pqfast_pq8_direct_fn pqfast_pq8_direct_impl(int max_level)
     enum: PQFAST_MQ
     ctypedef void (*pqfast_adc_multi_fn)(const float* T, const uint8_t* codes,
                                          Py_ssize_t n, Py_ssize_t M, const float* base,
@@ -302,20 +307,32 @@ cdef inline void scan_codes(const float* table, const float* table2,
     costs no further work.
     """
     cdef float dist[SCAN_BLOCK]
-    cdef Py_ssize_t b0, nb, j
-    cdef int64_t idx
+    cdef Py_ssize_t b0, nb
     b0 = 0
     while b0 < n:
         nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
         adc_block(table, table2, codes + b0 * code_size, nb, code_size, M, nbits, ksub,
                   base, dist)
-        if pqfast_min(dist, nb) <= hd[0]:
-            for j in range(nb):
-                if dist[j] <= hd[0]:
-                    idx = ids[b0 + j] if ids != NULL else id0 + b0 + j
-                    if pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
-                        heap_sift_down(hd, hi, k, 0, dist[j], idx)
+        offer_block(dist, nb, ids + b0 if ids != NULL else NULL, id0 + b0, hd, hi, k,
+                    sel)
         b0 = b0 + nb
+
+
+cdef inline void offer_block(const float* dist, Py_ssize_t nb, const int64_t* ids,
+                             int64_t id0, float* hd, int64_t* hi, Py_ssize_t k,
+                             const Selector* sel) noexcept nogil:
+    """Push nb distances into the heap: the id of dist[j] is ids[j], or id0 + j
+    when ids is NULL; ids the selector rejects are skipped (tested only for
+    distances that would enter), and a block whose minimum cannot enter costs
+    one pass."""
+    cdef Py_ssize_t j
+    cdef int64_t idx
+    if pqfast_min(dist, nb) <= hd[0]:
+        for j in range(nb):
+            if dist[j] <= hd[0]:
+                idx = ids[j] if ids != NULL else id0 + j
+                if pair_less(dist[j], idx, hd[0], hi[0]) and sel_allows(sel, idx):
+                    heap_sift_down(hd, hi, k, 0, dist[j], idx)
 
 
 cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,

@@ -10,6 +10,11 @@ TPAMI 2011, section IV.A):
 T_q is built once per query; P_l is read from a precomputed (nlist, M, ksub)
 table when the index holds one, else built per list.  Inner product needs no
 list table: <x, c + y> = <x, c> + sum_m <x_m, y_m>.
+
+A query whose probed lists hold few codes (8-bit codes; use_direct) skips
+the tables: each code's distance is computed from the codebook
+(||x - c - y||^2, or <x, c> + <x, y>, with pqfast_pq8_direct_*), d
+operations a code against 256 d for T_q and a row of P_l per list.
 """
 
 from cython.parallel cimport prange, threadid
@@ -43,7 +48,11 @@ from pqfast._kernels._common cimport (
     list_table,
     heap_sort,
     pqfast_dot_tables,
+    offer_block,
+    pqfast_pq8_direct_fn,
+    pqfast_pq8_direct_impl,
     scan_codes,
+    SCAN_BLOCK,
     sqnorm,
     heap_chunk,
     team_size,
@@ -84,13 +93,23 @@ cdef struct Lists:
     Py_ssize_t M, dsub, ksub, d, code_size
     int nbits
     bint l2
+    bint by_residual
+    const float* cents         # (M, ksub, dsub) codebook, for direct
+    pqfast_pq8_direct_fn direct  # distances without tables (see use_direct)
+    bint direct_on             # ... allowed (8-bit codes, and cents given)
 
 
 cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, sizes,
                          Py_ssize_t d, Py_ssize_t code_size, int nbits,
-                         bint l2) except *:
-    """The Lists of ivfpq_search's arguments, every shape checked."""
+                         bint l2, cents=None, bint by_residual=True,
+                         bint direct=False, int simd=2) except *:
+    """The Lists of ivfpq_search's arguments, every shape checked (without
+    cents, or without direct, every query is scored through tables)."""
     cdef Lists L
+    L.direct = NULL
+    L.direct_on = False
+    L.by_residual = by_residual
+    L.cents = NULL
     L.cbt = <const float*>checked(cbt, F32, 3, False, "cbt")
     L.ynorm = <const float*>checked(ynorm, F32, 2, False, "ynorm")
     L.precomp = <const float*>checked(precomp, F32, 3, False, "precomp")
@@ -109,7 +128,71 @@ cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, siz
         L.precomp = NULL
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    # direct scoring: 8-bit codes, and the residual fits the list-table scratch
+    if cents is not None and direct and nbits == 8 and d <= L.M * L.ksub:
+        L.cents = <const float*>checked(cents, F32, 3, False, "cents")
+        expect(dim(cents, 0) == L.M and dim(cents, 1) == L.ksub
+               and dim(cents, 2) == L.dsub, "cents")
+        L.direct = pqfast_pq8_direct_impl(simd)
+        L.direct_on = True
     return L
+
+
+cdef inline bint use_direct(const Lists* L, const int64_t* probes,
+                            Py_ssize_t nprobe) noexcept nogil:
+    """Whether a query with these probes (all of them: the choice must not
+    depend on how they are split) is scored without tables.
+
+    A cost model fitted on the bundled data (d = 384, M = 8 to 32, nlist 379,
+    PERFORMANCE.md #36), in units of about 0.07 ns: a code scored directly
+    costs d + 5 M more than through tables; the tables cost 0.6 ksub d (the
+    query table and its setup) and, for L2 by residual, 1.4 M ksub a list
+    (its row of list terms, read from L2 or L3)."""
+    cdef Py_ssize_t p, n = 0, lists = 0
+    if not L.direct_on:
+        return False
+    for p in range(nprobe):
+        if probes[p] >= 0:
+            n = n + L.sizes[probes[p]]
+            lists = lists + 1
+    if not (L.l2 and L.by_residual):
+        lists = 0
+    return 5 * n * (L.d + 5 * L.M) <= 3 * L.ksub * L.d + 7 * lists * L.M * L.ksub
+
+
+cdef void scan_lists_direct(const Lists* L, const float* x, const int64_t* probes,
+                            const float* coarse, Py_ssize_t p0, Py_ssize_t p1,
+                            float* r, float* hd, int64_t* hi, Py_ssize_t k,
+                            const Selector* sel) noexcept nogil:
+    """scan_lists with each code's distance computed from the codebook (L2:
+    ||r - y||^2 with r = x - c by residual, else x; inner product: <x, c> +
+    <x, y>, the first being coarse[p]).  r: room for d floats."""
+    cdef float dist[SCAN_BLOCK]
+    cdef Py_ssize_t p, l, j, b0, nb, n
+    cdef const float* c
+    cdef const float* rp
+    cdef const uint8_t* codes
+    cdef const int64_t* ids
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0 or L.sizes[l] == 0:
+            continue
+        rp = x
+        if L.l2 and L.by_residual:
+            c = L.centroids + l * L.d
+            for j in range(L.d):
+                r[j] = x[j] - c[j]
+            rp = r
+        codes = <const uint8_t*><uintptr_t>L.code_ptrs[l]
+        ids = <const int64_t*><uintptr_t>L.id_ptrs[l]
+        n = L.sizes[l]
+        b0 = 0
+        while b0 < n:
+            nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
+            L.direct(rp, L.cents, codes + b0 * L.code_size, nb, L.M, L.dsub, L.l2,
+                     0 if L.l2 else coarse[p], dist)
+            offer_block(dist, nb, ids + b0, 0, hd, hi, k, sel)
+            b0 = b0 + nb
 
 
 cdef void scan_lists(const Lists* L, const float* qtab, const int64_t* probes,
@@ -153,7 +236,11 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  sel,          # IN  id filter (selectors.py)
                  work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
                  D,            # OUT (nq * nseg, k) float32
-                 I):           # OUT (nq * nseg, k) int64
+                 I,            # OUT (nq * nseg, k) int64
+                 cents=None,   # IN  (M, ksub, dsub) float32 codebook: with direct,
+                 bint by_residual=True,  # queries whose lists hold few codes are
+                 bint direct=False,      # scored without tables (use_direct), with
+                 int simd=2):            # SIMD up to this level (tests: 0 portable)
     """Query q's probe segment s fills heap row q * nseg + s.
 
     With nseg == 1 the rows come out sorted; otherwise they are heaps for
@@ -169,7 +256,8 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
     cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
-                                 sizes, d, code_size, nbits, l2)
+                                 sizes, d, code_size, nbits, l2, cents, by_residual,
+                                 direct, simd)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = L.M * L.ksub
     cdef Py_ssize_t wcols = dim(work, 1), rows = nq * nseg
     check_probes(probes, coarse, nq, nlist)
@@ -187,23 +275,34 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef float* qtab
     cdef float* hd
     cdef int64_t* hi
+    cdef bint tables
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
         nqb = min(qb, nq - q0)
         s = w % nseg
         qtab = wp + threadid() * wcols
-        memset(qtab, 0, nqb * mk * sizeof(float))
-        pqfast_dot_tables(xp + q0 * d, d, nqb, L.cbt, L.M, L.dsub, L.ksub,
-                          -2.0 if l2 else -1.0, qtab, mk)
+        tables = False
+        for i in range(nqb):
+            if not use_direct(&L, pp + (q0 + i) * nprobe, nprobe):
+                tables = True
+        if tables:
+            memset(qtab, 0, nqb * mk * sizeof(float))
+            pqfast_dot_tables(xp + q0 * d, d, nqb, L.cbt, L.M, L.dsub, L.ksub,
+                              -2.0 if l2 else -1.0, qtab, mk)
         for i in range(nqb):
             q = q0 + i
             hd = Dp + (q * nseg + s) * k
             hi = Ip + (q * nseg + s) * k
             heap_init(hd, hi, k)
-            scan_lists(&L, qtab + i * mk, pp + q * nprobe, cp + q * nprobe,
-                       nprobe * s // nseg, nprobe * (s + 1) // nseg, qtab + qb * mk,
-                       hd, hi, k, &selector)
+            if use_direct(&L, pp + q * nprobe, nprobe):
+                scan_lists_direct(&L, xp + q * d, pp + q * nprobe, cp + q * nprobe,
+                                  nprobe * s // nseg, nprobe * (s + 1) // nseg,
+                                  qtab + qb * mk, hd, hi, k, &selector)
+            else:
+                scan_lists(&L, qtab + i * mk, pp + q * nprobe, cp + q * nprobe,
+                           nprobe * s // nseg, nprobe * (s + 1) // nseg, qtab + qb * mk,
+                           hd, hi, k, &selector)
             if nseg == 1:
                 heap_sort(hd, hi, k)
 
@@ -237,7 +336,8 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                       Py_ssize_t code_size, int nbits, bint l2,
                       sel,        # IN  id filter (kind, lo, hi, sorted ids)
                       D,          # OUT (nq, k) float32, sorted
-                      I):         # OUT (nq, k) int64
+                      I,          # OUT (nq, k) int64
+                      cents=None, bint direct=False):  # as for ivfpq_search
     """ivfpq_search for a flat coarse quantizer of the index's metric, whose
     centroids are `centroids`: each query's coarse search and list scan in one
     call (no per-call arrays for the probes; for one query, most of the time
@@ -249,7 +349,8 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
-                                 sizes, d, code_size, nbits, l2)
+                                 sizes, d, code_size, nbits, l2, cents, True,
+                                 direct)
     cdef Py_ssize_t nlist = dim(sizes, 0), mk = L.M * L.ksub
     expect(dim(cnorms, 0) == nlist, "centroid norms")
     expect(1 <= nprobe <= nlist, "nprobe")
@@ -288,7 +389,11 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                                   -2.0 if l2 else -1.0, w, mk)
         with nogil:
             heap_init(Dp, Ip, k)
-            scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp, Ip, k, &selector)
+            if use_direct(&L, pi, nprobe):  # the table, built meanwhile, unused
+                scan_lists_direct(&L, xp, pi, pd, 0, nprobe, w + mk, Dp, Ip, k,
+                                  &selector)
+            else:
+                scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp, Ip, k, &selector)
             heap_sort(Dp, Ip, k)
         free(wp)
         free(pip)
@@ -300,11 +405,15 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
         nearest_lists(xp + q * d, L.centroids, cnp, nlist, d, l2, w + 2 * mk, pd, pi,
                       nprobe)
         heap_init(Dp + q * k, Ip + q * k, k)
-        memset(w, 0, mk * sizeof(float))
-        pqfast_dot_tables(xp + q * d, d, 1, L.cbt, L.M, L.dsub, L.ksub,
-                          -2.0 if l2 else -1.0, w, mk)
-        scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp + q * k, Ip + q * k, k,
-                   &selector)
+        if use_direct(&L, pi, nprobe):
+            scan_lists_direct(&L, xp + q * d, pi, pd, 0, nprobe, w + mk, Dp + q * k,
+                              Ip + q * k, k, &selector)
+        else:
+            memset(w, 0, mk * sizeof(float))
+            pqfast_dot_tables(xp + q * d, d, 1, L.cbt, L.M, L.dsub, L.ksub,
+                              -2.0 if l2 else -1.0, w, mk)
+            scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp + q * k, Ip + q * k, k,
+                       &selector)
         heap_sort(Dp + q * k, Ip + q * k, k)
     free(wp)
     free(pip)

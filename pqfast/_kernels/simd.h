@@ -687,6 +687,118 @@ static inline void pqfast_adc4_block(const float *table, const uint8_t *codes,
     }
 }
 
+/* Distances to 8-bit PQ codes from the codebook itself, without a lookup
+ * table: out[i] = base + sum_m ||r_m - y_m,c_im||^2 (l2), or base - sum_m
+ * <r_m, y_m,c_im> (inner product), with cents the (M, 256, dsub) codebook.
+ * A table costs 256 d multiply-adds a query (and, for an IVF list by
+ * residual, a row of M * 256 list terms, mostly from L3): for a query whose
+ * probed lists hold fewer codes than that, computing each code's distance,
+ * d operations, is cheaper. */
+typedef void (*pqfast_pq8_direct_fn)(const float *, const float *, const uint8_t *,
+                                     ptrdiff_t, ptrdiff_t, ptrdiff_t, int, float, float *);
+
+PQFAST_MULTIVERSION
+static void pqfast_pq8_direct_portable(const float *r, const float *cents,
+                                       const uint8_t *codes, ptrdiff_t n, ptrdiff_t M,
+                                       ptrdiff_t dsub, int l2, float base, float *out)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * M;
+        float acc = 0;
+        for (ptrdiff_t m = 0; m < M; m++) {
+            const float *y = cents + (m * 256 + c[m]) * dsub, *rm = r + m * dsub;
+            float part = 0;
+            if (l2) {
+#pragma omp simd reduction(+ : part)
+                for (ptrdiff_t s = 0; s < dsub; s++) {
+                    const float e = rm[s] - y[s];
+                    part += e * e;
+                }
+            } else {
+#pragma omp simd reduction(+ : part)
+                for (ptrdiff_t s = 0; s < dsub; s++)
+                    part += rm[s] * y[s];
+            }
+            acc += part;
+        }
+        out[i] = l2 ? base + acc : base - acc;
+    }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+/* AVX-512: four codes at a time, each sub-vector in 16-lane pieces (the last
+ * one masked); the query's piece is loaded once for the four codes, and four
+ * accumulators keep four chains of multiply-adds in flight.  `l2` is a
+ * constant in each of the two callers below, so its test is compiled out. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pqfast_pq8_direct_avx512_body(const float *r, const float *cents, const uint8_t *codes,
+                              ptrdiff_t n, ptrdiff_t M, ptrdiff_t dsub, const int l2,
+                              float base, float *out)
+{
+    const ptrdiff_t full = (dsub - 1) / 16 * 16; /* lanes before the last piece */
+    const __mmask16 tail = pqfast_live16(dsub - full);
+    for (ptrdiff_t i = 0; i < n; i += 4) {
+        const int g = n - i < 4 ? (int)(n - i) : 4;
+        const uint8_t *c0 = codes + i * M, *c1 = codes + (i + (g > 1)) * M;
+        const uint8_t *c2 = codes + (i + (g > 2 ? 2 : g - 1)) * M;
+        const uint8_t *c3 = codes + (i + g - 1) * M; /* short groups repeat a code */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *rm = r, *cm = cents;
+        for (ptrdiff_t m = 0; m < M; m++, rm += dsub, cm += 256 * dsub) {
+            const float *y0 = cm + c0[m] * dsub, *y1 = cm + c1[m] * dsub;
+            const float *y2 = cm + c2[m] * dsub, *y3 = cm + c3[m] * dsub;
+            for (ptrdiff_t s = 0; s <= full; s += 16) {
+                const __mmask16 k = s < full ? (__mmask16)0xFFFF : tail;
+                const __m512 x = _mm512_maskz_loadu_ps(k, rm + s);
+                const __m512 v0 = _mm512_maskz_loadu_ps(k, y0 + s);
+                const __m512 v1 = _mm512_maskz_loadu_ps(k, y1 + s);
+                const __m512 v2 = _mm512_maskz_loadu_ps(k, y2 + s);
+                const __m512 v3 = _mm512_maskz_loadu_ps(k, y3 + s);
+                if (l2) {
+                    const __m512 e0 = _mm512_sub_ps(x, v0), e1 = _mm512_sub_ps(x, v1);
+                    const __m512 e2 = _mm512_sub_ps(x, v2), e3 = _mm512_sub_ps(x, v3);
+                    a0 = _mm512_fmadd_ps(e0, e0, a0);
+                    a1 = _mm512_fmadd_ps(e1, e1, a1);
+                    a2 = _mm512_fmadd_ps(e2, e2, a2);
+                    a3 = _mm512_fmadd_ps(e3, e3, a3);
+                } else {
+                    a0 = _mm512_fmadd_ps(x, v0, a0);
+                    a1 = _mm512_fmadd_ps(x, v1, a1);
+                    a2 = _mm512_fmadd_ps(x, v2, a2);
+                    a3 = _mm512_fmadd_ps(x, v3, a3);
+                }
+            }
+        }
+        const float sign = l2 ? 1.0f : -1.0f;
+        const float d[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1),
+                            _mm512_reduce_add_ps(a2), _mm512_reduce_add_ps(a3)};
+        for (int u = 0; u < g; u++)
+            out[i + u] = base + sign * d[u];
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+pqfast_pq8_direct_avx512(const float *r, const float *cents, const uint8_t *codes,
+                         ptrdiff_t n, ptrdiff_t M, ptrdiff_t dsub, int l2, float base,
+                         float *out)
+{
+    if (l2)
+        pqfast_pq8_direct_avx512_body(r, cents, codes, n, M, dsub, 1, base, out);
+    else
+        pqfast_pq8_direct_avx512_body(r, cents, codes, n, M, dsub, 0, base, out);
+}
+#endif
+
+static pqfast_pq8_direct_fn pqfast_pq8_direct_impl(int max_level)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+        return pqfast_pq8_direct_avx512;
+#endif
+    (void)max_level;
+    return pqfast_pq8_direct_portable;
+}
+
 /* pqfast_adc8_block with the table given as the sum of two, t1 + t2, added
  * entry by entry as they are read: for a short inverted list this is cheaper
  * than building the summed table (M * 256 additions).  Each entry is rounded
