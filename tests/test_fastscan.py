@@ -14,11 +14,13 @@ from pqfast.invlists import BlockInvertedLists
 FLT_MAX = np.finfo(np.float32).max
 
 
-@pytest.mark.parametrize("M", [1, 16, 48])
+@pytest.mark.parametrize("M", [1, 16, 48, 257, 300])
 def test_table_quantizer_simd_matches_portable(rng, M):
     """8-bit tables: each row's minimum subtracted, one shared scale; every
     SIMD level gives the portable result, and the rounding error of an entry
-    is at most half a step."""
+    is at most half a step.  Entries stop short of 255 where M of them would
+    overflow a 16-bit block sum (M > 257)."""
+    top = 255 if M <= 257 else 65535 // M
     table = (rng.standard_normal((M, 16)) * rng.uniform(0.1, 3, (M, 1))).astype(
         np.float32
     )
@@ -32,9 +34,9 @@ def test_table_quantizer_simd_matches_portable(rng, M):
     lut, scale, bias = results[0]
     lo = table.min(1, keepdims=True)
     assert bias == pytest.approx(lo.sum(), rel=1e-5)
-    assert scale == pytest.approx(255 / (table.max(1) - table.min(1)).max(), rel=1e-5)
+    assert scale == pytest.approx(top / (table.max(1) - table.min(1)).max(), rel=1e-5)
     assert np.abs(lut / scale - (table - lo)).max() <= 0.5 / scale * 1.001
-    assert lut.max() == 255
+    assert lut.max() == top
     constant = np.ones((M, 16), np.float32)
     for level in (0, 1, 2):
         lut = np.empty((M, 16), np.uint8)
@@ -324,6 +326,39 @@ def test_search_simd_matches_portable_with_large_norms():
             out.append((D, I))
         for a, b in zip(*out):
             np.testing.assert_array_equal(a, b)
+
+
+def test_many_sub_quantizers_do_not_overflow_block_sums(rng):
+    """With M = 300 sub-quantizers, M table entries of 255 would overflow the
+    16-bit sums of a block: a far vector would wrap around to a small sum and
+    push the true neighbours out of the large-k reservoir.  The tables are
+    quantized to fit, so results stay those of IndexPQ (flat and IVF) with the
+    same 4-bit centroids.  Vectors of 0/1 coordinates, 200 of them all ones,
+    queried from the origin, make the largest sums."""
+    d = M = 300
+    bits = (rng.random((3000, d)) < 0.5).astype(np.float32)
+    bits[:200] = 1
+    xb = bits + rng.normal(scale=0.01, size=bits.shape).astype(np.float32)
+    xq = np.zeros((3, d), np.float32)
+    fs = pqfast.IndexPQFastScan(d, M, 4)
+    fs.train(xb)
+    ivf = pqfast.IndexIVFPQFastScan(pqfast.IndexFlatL2(d), d, 2, M, 4)
+    ivf.train(xb)
+    ivf.nprobe = 2
+    exact = pqfast.IndexPQ(d, M, 4)
+    exact.pq.centroids = fs.pq.centroids
+    ref = pqfast.IndexIVFPQ(pqfast.IndexFlatL2(d), d, 2, M, 4)
+    ref.quantizer.add(ivf.quantizer.reconstruct_n(0, 2))
+    ref.pq.centroids = ivf.pq.centroids
+    ref.nprobe = 2
+    for index, want in ((fs, exact), (ivf, ref)):
+        index.add(xb)
+        want.add(xb)
+        for k in (10, 100):
+            D1, I1 = index.search(xq, k)
+            D2, I2 = want.search(xq, k)
+            np.testing.assert_array_equal(I1, I2)
+            np.testing.assert_allclose(D1, D2, rtol=1e-5)
 
 
 @pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])

@@ -348,6 +348,13 @@ static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
     *ti = bi;
 }
 
+/* The largest quantized entry: 255, or less when M entries of 255 would not
+ * fit the 16-bit sums of a block (M > 257). */
+static inline float pqfast_quantize_max(ptrdiff_t M)
+{
+    return M <= 257 ? 255.0f : (float)(65535 / M);
+}
+
 /* 8-bit table from a float table of M rows of 16: each row's minimum is
  * subtracted, one scale is shared, values are rounded.  Returns the scale
  * (0 when the table is constant); *bias receives the sum of the minima. */
@@ -366,7 +373,7 @@ static float pqfast_quantize16_portable(const float *table, ptrdiff_t M, uint8_t
         b += lo;
         hi = top - lo > hi ? top - lo : hi;
     }
-    const float scale = hi > 0 ? 255.0f / hi : 0.0f;
+    const float qmax = pqfast_quantize_max(M), scale = hi > 0 ? qmax / hi : 0.0f;
     for (ptrdiff_t m = 0; m < M; m++) {
         const float *t = table + m * 16;
         float lo = t[0];
@@ -376,7 +383,7 @@ static float pqfast_quantize16_portable(const float *table, ptrdiff_t M, uint8_t
 #pragma omp simd
         for (int j = 0; j < 16; j++) {
             float v = (t[j] - lo) * scale + 0.5f; /* >= 0.5: truncation rounds */
-            lut[m * 16 + j] = (uint8_t)(v < 255.0f ? (int)v : 255);
+            lut[m * 16 + j] = (uint8_t)(int)(v < qmax ? v : qmax);
         }
     }
     *bias = b;
@@ -397,9 +404,9 @@ pqfast_quantize16_avx512(const float *table, ptrdiff_t M, uint8_t *lut, float *b
         b += lo;
         hi = top - lo > hi ? top - lo : hi;
     }
-    const float scale = hi > 0 ? 255.0f / hi : 0.0f;
+    const float qmax = pqfast_quantize_max(M), scale = hi > 0 ? qmax / hi : 0.0f;
     const __m512 s = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f),
-                 cap = _mm512_set1_ps(255.0f);
+                 cap = _mm512_set1_ps(qmax);
     for (ptrdiff_t m = 0; m < M; m++) {
         __m512 v = _mm512_loadu_ps(table + m * 16);
         __m512 lo = _mm512_set1_ps(_mm512_reduce_min_ps(v));
@@ -422,9 +429,9 @@ pqfast_quantize16_avx2(const float *table, ptrdiff_t M, uint8_t *lut, float *bia
         b += lo;
         hi = top - lo > hi ? top - lo : hi;
     }
-    const float scale = hi > 0 ? 255.0f / hi : 0.0f;
+    const float qmax = pqfast_quantize_max(M), scale = hi > 0 ? qmax / hi : 0.0f;
     const __m256 s = _mm256_set1_ps(scale), half = _mm256_set1_ps(0.5f),
-                 cap = _mm256_set1_ps(255.0f);
+                 cap = _mm256_set1_ps(qmax);
     for (ptrdiff_t m = 0; m < M; m++) {
         __m256 v0 = _mm256_loadu_ps(table + m * 16), v1 = _mm256_loadu_ps(table + m * 16 + 8);
         __m256 lo = _mm256_set1_ps(pqfast_hmin8(_mm256_min_ps(v0, v1)));
