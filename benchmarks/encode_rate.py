@@ -1,7 +1,8 @@
 """Encoding throughput of pqfast against faiss, side by side.
 
 ``python -m benchmarks.encode_rate`` encodes seeded Gaussian-mixture vectors
-(``benchmarks.datasets.synthetic``) with the same 8-bit codebooks in both
+(``benchmarks.datasets.synthetic``) with the same codebooks (8 bits, or
+``--nbits``) in both
 libraries (trained once by faiss on a sample, then copied into pqfast) and
 times, interleaved round by round and at 1 and 2 threads:
 
@@ -66,28 +67,31 @@ def _set_threads(n: int) -> None:
     faiss.omp_set_num_threads(n)
 
 
-def _trained_pq(x: np.ndarray, M: int, n_train: int):
+def _trained_pq(x: np.ndarray, M: int, n_train: int, nbits: int = 8):
     """A faiss ProductQuantizer trained on a sample, and pqfast's copy of it."""
     import faiss
 
     import pqfast
 
-    fpq = faiss.ProductQuantizer(x.shape[1], M, 8)
+    fpq = faiss.ProductQuantizer(x.shape[1], M, nbits)
     fpq.cp.niter = 10
     fpq.train(x[:n_train])
-    ours = pqfast.ProductQuantizer(x.shape[1], M, 8)
-    ours.centroids = faiss.vector_to_array(fpq.centroids).reshape(M, 256, -1)
+    ours = pqfast.ProductQuantizer(x.shape[1], M, nbits)
+    ours.centroids = faiss.vector_to_array(fpq.centroids).reshape(M, 1 << nbits, -1)
     return ours, fpq
 
 
-def measure_encode(d: int, M: int, n: int, threads: list[int], repeats: int) -> list:
+def measure_encode(
+    d: int, M: int, n: int, threads: list[int], repeats: int, nbits: int = 8
+) -> list:
     """compute_codes rows for one (d, M), one per thread count."""
     x = synthetic(n, d, nq=1).xb
-    ours, theirs = _trained_pq(x, M, min(n, 20_000))
+    ours, theirs = _trained_pq(x, M, min(n, 20_000), nbits)
     rows, codes = [], {}
     for t in threads:
         _set_threads(t)
         row = {"what": "compute_codes", "d": d, "M": M, "dsub": d // M, "n": n}
+        row["nbits"] = nbits
         row["threads"] = t
         row.update(
             _interleaved(
@@ -161,6 +165,9 @@ def main() -> None:
     p.add_argument("--add-n", type=int, default=1_000_000)
     p.add_argument("--add-config", default="128x16", help="dxM of the add rows")
     p.add_argument("--nlist", type=int, default=1024)
+    p.add_argument(
+        "--nbits", type=int, default=8, help="bits per sub-code of the encode rows"
+    )
     p.add_argument("--threads", default="1,2")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default=str(HERE / "results" / "encode-rate.json"))
@@ -174,14 +181,15 @@ def main() -> None:
     started = time.time()
     rows = []
     for d, M in configs:
-        rows += measure_encode(d, M, a.n, threads, a.repeats)
+        rows += measure_encode(d, M, a.n, threads, a.repeats, a.nbits)
         _print(rows[-len(threads) :])
     if a.add_n > 0:
         d, M = (int(v) for v in a.add_config.split("x"))
         rows += measure_add(d, M, a.add_n, a.nlist, threads, a.repeats)
         _print(rows[-2 * len(threads) :])
     result = {
-        "what": "8-bit PQ encoding rate, pqfast vs faiss (same codebooks)",
+        "what": f"{a.nbits}-bit PQ encoding rate, pqfast vs faiss (same codebooks;"
+        " add rows 8-bit)",
         "cpu": cpu_model(),
         "cores": available_cores(),
         "platform": platform.platform(),

@@ -472,6 +472,22 @@ pqfast_count_le_avx512(const float *d, ptrdiff_t n, float thr, int *last)
     return count < 2 ? count : 2;
 }
 
+/* For n a multiple of 16 but not of 64 (ksub = 16: 4-bit codes): one compare
+ * per 16 values (the portable loop took a quarter of 4-bit encoding time). */
+__attribute__((target("avx512f,popcnt"))) static int
+pqfast_count_le16_avx512(const float *d, ptrdiff_t n, float thr, int *last)
+{
+    const __m512 t = _mm512_set1_ps(thr);
+    int count = 0, lastj = -1;
+    for (ptrdiff_t j = 0; j < n; j += 16) {
+        unsigned bits = _cvtmask16_u32(_mm512_cmp_ps_mask(_mm512_loadu_ps(d + j), t, _CMP_LE_OQ));
+        count += __builtin_popcount(bits);
+        lastj = bits ? (int)j + 31 - __builtin_clz(bits) : lastj;
+    }
+    *last = lastj;
+    return count < 2 ? count : 2;
+}
+
 __attribute__((target("avx2,popcnt"))) static int
 pqfast_count_le_avx2(const float *d, ptrdiff_t n, float thr, int *last)
 {
@@ -503,6 +519,9 @@ static pqfast_count_le_fn pqfast_count_le_impl(int max_level, ptrdiff_t n)
         if (max_level >= 1 && __builtin_cpu_supports("avx2") &&
             __builtin_cpu_supports("popcnt"))
             return pqfast_count_le_avx2;
+    } else if (n % 16 == 0 && max_level >= 2 && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("popcnt")) {
+        return pqfast_count_le16_avx512;
     }
 #endif
     (void)max_level;
