@@ -127,8 +127,13 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         self.bbs = BLOCK
         self.invlists = BlockInvertedLists(self.nlist, self.pq.M)
 
-    def _search_fused(self, x, nprobe, D, I, sel) -> bool:  # noqa: ANN001
-        return False  # (IndexIVFPQ's one-call kernel reads flat codes, not blocks)
+    def _fused_kernel(self, x, nprobe, args, sel, D, I) -> None:  # noqa: ANN001
+        """IndexIVFPQ's one-call path (coarse search and list scan in one
+        kernel call, for few queries) with the fast-scan kernel."""
+        _fastscan.ivfpq4_search_flat(
+            x, nprobe, *args, True, sel,
+            scratch(_fastscan.work_columns(self.pq.M, D.shape[1])), D, I,
+        )  # fmt: skip
 
     def _range_lists(self, probes: NDArray[np.int64]) -> tuple:
         """The range kernel reads flat codes: the probed lists are unpacked (a

@@ -723,10 +723,14 @@ class IndexIVFPQ(IndexIVF):
         args = self._fused_args()
         if args is None:
             return False
+        self._fused_kernel(x, nprobe, args, sel, D, I)
+        return True
+
+    def _fused_kernel(self, x, nprobe, args, sel, D, I) -> None:  # noqa: ANN001
+        """Call the one-call kernel with _fused_args()."""
         _ivf.ivfpq_search_flat(
             x, nprobe, *args, sel, D, I, self.pq._centroids, DIRECT_SCORING
         )
-        return True
 
     def _fused_args(self) -> tuple | None:
         """ivfpq_search_flat's arguments from `cnorms` to `l2`, or None when

@@ -242,26 +242,38 @@ def test_codes_identical_with_1_and_2_threads():
 
 
 @pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
-def test_fused_few_query_ivfpq_search_equals_two_step(xb, monkeypatch, metric):
-    """IndexIVFPQ's one-call path for few queries (coarse search + scan) returns
-    exactly what the coarse search followed by the list scan returns."""
+@pytest.mark.parametrize("fast_scan", [False, True])
+def test_fused_few_query_ivfpq_search_equals_two_step(
+    xb, monkeypatch, metric, fast_scan
+):
+    """IndexIVFPQ's and IndexIVFPQFastScan's one-call path for few queries
+    (coarse search + scan) returns exactly what the coarse search followed by
+    the list scan returns, at small and large k (the fast scan's reservoir),
+    also after more vectors are added."""
     import pqfast.ivf as ivf_module
 
     d = xb.shape[1]
     q = pqfast.IndexFlatL2(d) if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP(d)
-    index = pqfast.IndexIVFPQ(q, d, 16, 8, 8, metric)
+    if fast_scan:
+        index = pqfast.IndexIVFPQFastScan(q, d, 16, 8, 4, metric)
+    else:
+        index = pqfast.IndexIVFPQ(q, d, 16, 8, 8, metric)
     index.train(xb)
-    index.add(xb)
+    index.add(xb[:1000])
     sel = pqfast.SearchParametersIVF(sel=pqfast.IDSelectorRange(100, 2000), nprobe=3)
-    for nq in (1, 2, 4):
-        for nprobe, params in ((1, None), (5, None), (16, None), (1, sel)):
-            index.nprobe = nprobe
-            fused = index.search(xb[:nq] + 0.01, 10, params=params)
-            monkeypatch.setattr(ivf_module, "_FUSED_MAX_QUERIES", 0)
-            two_step = index.search(xb[:nq] + 0.01, 10, params=params)
-            monkeypatch.undo()
-            for a, b in zip(fused, two_step):
-                np.testing.assert_array_equal(a, b)
+    for added in (False, True):
+        if added:
+            index.add(xb[1000:])
+        for nq in (1, 2, 4):
+            for nprobe, params in ((1, None), (5, None), (16, None), (1, sel)):
+                index.nprobe = nprobe
+                for k in (10, 40):
+                    fused = index.search(xb[:nq] + 0.01, k, params=params)
+                    monkeypatch.setattr(ivf_module, "_FUSED_MAX_QUERIES", 0)
+                    two_step = index.search(xb[:nq] + 0.01, k, params=params)
+                    monkeypatch.undo()
+                    for a, b in zip(fused, two_step):
+                        np.testing.assert_array_equal(a, b)
 
 
 def _pq_kernel_search(index, x, k, simd, sel=None):

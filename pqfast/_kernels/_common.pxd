@@ -394,6 +394,29 @@ cdef inline float sqnorm(const float* x, Py_ssize_t d) noexcept nogil:
     return out
 
 
+cdef inline void nearest_lists(const float* x, const float* cents, const float* cnorms,
+                               Py_ssize_t nlist, Py_ssize_t d, bint l2, float* dist,
+                               float* hd, int64_t* hi, Py_ssize_t nprobe) noexcept nogil:
+    """The nprobe nearest coarse centroids of x, sorted by (term, list number):
+    hi their list numbers, hd their coarse terms (||x - c||^2, or -<x, c>).
+
+    The same arithmetic as the flat quantizer's search of a few queries
+    (_topk.knn: pqfast_dots, then pqfast_l2_from_dots), so the same probes.
+    dist holds nlist floats.  (The one-call IVF searches of _ivf and
+    _fastscan start with it.)"""
+    cdef Py_ssize_t j
+    pqfast_dots(x, cents, nlist, d, dist)
+    if l2:
+        pqfast_l2_from_dots(dist, cnorms, sqnorm(x, d), nlist)
+    else:
+        pqfast_negate(dist, nlist)
+    heap_init(hd, hi, nprobe)
+    for j in range(nlist):
+        if pair_less(dist[j], j, hd[0], hi[0]):
+            heap_sift_down(hd, hi, nprobe, 0, dist[j], j)
+    heap_sort(hd, hi, nprobe)
+
+
 cdef inline void query_tables(const float* x, Py_ssize_t nq, Py_ssize_t d,
                               const float* cbt, const float* ynorm, Py_ssize_t M,
                               Py_ssize_t dsub, Py_ssize_t ksub, bint l2,

@@ -12,6 +12,7 @@ search for large k defers the exact scoring: see scan_blocks_q.)
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.float cimport FLT_MAX
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
@@ -41,6 +42,7 @@ from pqfast._kernels._common cimport (
     pqfast_sort_pairs,
     pqfast_dot_tables,
     heap_chunk,
+    nearest_lists,
     team_size,
 )
 
@@ -428,6 +430,84 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
                 heap_sort(Dp + w * k, Ip + w * k, k)
 
 
+cdef struct FsLists:
+    # An IVF fast-scan index's codebook and lists, as the kernels read them
+    const float* cbt        # (M, dsub, 16) transposed codebook
+    const float* ynorm      # (M, 16) ||y_mj||^2
+    const float* precomp    # list terms, or NULL
+    Py_ssize_t pstride      # floats between lists' rows of precomp
+    const float* centroids  # (nlist, d) coarse centroids
+    const uint64_t* blocks  # (nlist,) address of each list's blocks
+    const uint64_t* ids     # (nlist,) address of each list's ids
+    const int64_t* sizes    # (nlist,) entries per list
+    Py_ssize_t nlist, M, dsub, d
+    bint l2
+    pqfast_fs_next_fn next_block
+    pqfast_quantize_fn quantize_table
+    pqfast_fs_exact_fn exact
+
+
+cdef FsLists checked_fs_lists(cbt, ynorm, precomp, centroids, block_ptrs, id_ptrs,
+                              sizes, Py_ssize_t d, bint l2, bint simd):
+    """FsLists from the index's arrays, their shapes checked."""
+    cdef FsLists L
+    L.cbt = <const float*>checked(cbt, F32, 3, False, "cbt")
+    L.ynorm = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    L.centroids = <const float*>checked(centroids, F32, 2, False, "centroids")
+    L.blocks = <const uint64_t*>checked(block_ptrs, U64, 1, False, "block_ptrs")
+    L.ids = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
+    L.sizes = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    L.M, L.dsub, L.nlist, L.d, L.l2 = dim(cbt, 0), dim(cbt, 1), dim(sizes, 0), d, l2
+    expect(dim(cbt, 2) == 16 and L.M * L.dsub == d and dim(ynorm, 0) == L.M
+           and dim(ynorm, 1) == 16, "codebook")
+    expect(dim(centroids, 0) == L.nlist and dim(centroids, 1) == d, "centroids")
+    expect(dim(block_ptrs, 0) == L.nlist and dim(id_ptrs, 0) == L.nlist, "list arrays")
+    L.pstride = list_term_stride(precomp, L.nlist, L.M, 16)
+    L.precomp = (<const float*>checked(precomp, F32, 3, False, "precomp")
+                 if dim(precomp, 0) > 0 else NULL)
+    L.next_block = pqfast_fs_next_impl(2 if simd else 0, False)
+    L.quantize_table = pqfast_quantize16_impl(2 if simd else 0)
+    L.exact = pqfast_fs_exact_impl(2 if simd else 0)
+    return L
+
+
+cdef inline void search_lists(const FsLists* L, const float* xq, const int64_t* probes,
+                              const float* coarse, Py_ssize_t p0, Py_ssize_t p1,
+                              float* row, float* hd, int64_t* hi, Py_ssize_t k,
+                              bint sorted_out, const Selector* sel) noexcept nogil:
+    """One query's probes p0 .. p1 - 1 (list numbers, -1 = none, and coarse
+    terms): per list, the list's float table (as in _ivf.ivfpq_search) is
+    quantized and the list's blocks are scanned; the results go to the heap
+    (hd, hi), sorted when sorted_out.  row: the thread's scratch row (see
+    work_columns)."""
+    cdef Py_ssize_t p, l, mk = L.M * 16
+    cdef float* ltab = row + mk
+    cdef uint8_t* lut = <uint8_t*>(row + 2 * mk)
+    cdef const float* tab
+    cdef float scale, bias
+    cdef Reservoir* res = thread_reservoir(row, L.M, k)
+    heap_init(hd, hi, k)
+    memset(row, 0, mk * sizeof(float))
+    pqfast_dot_tables(xq, L.d, 1, L.cbt, L.M, L.dsub, 16, -2.0 if L.l2 else -1.0,
+                      row, mk)
+    for p in range(p0, p1):
+        l = probes[p]
+        if l < 0 or L.sizes[l] == 0:
+            continue
+        tab = list_table(row, L.precomp + l * L.pstride if L.precomp != NULL else NULL,
+                         L.ynorm, L.centroids + l * L.d, L.cbt, L.M, L.dsub, 16, L.l2,
+                         ltab)
+        bias = 0
+        scale = L.quantize_table(tab, L.M, lut, &bias)
+        scan_blocks(L.next_block, L.exact, <const uint8_t*><uintptr_t>L.blocks[l], 0,
+                    (L.sizes[l] + 31) // 32, L.sizes[l], L.M, tab, lut, coarse[p], bias,
+                    scale, <const int64_t*><uintptr_t>L.ids[l], hd, hi, k, sel, res)
+    if res != NULL:
+        reservoir_finish(res, hd, hi, sorted_out)
+    elif sorted_out:
+        heap_sort(hd, hi, k)
+
+
 def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                   probes,     # IN  (nq, nprobe) int64 list numbers, -1 = none
                   coarse,     # IN  (nq, nprobe) float32 ||x - c||^2 or -<x, c>
@@ -444,75 +524,78 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                   D,          # OUT (nq * nseg, k) float32
                   I):         # OUT (nq * nseg, k) int64
     """IVF 4-bit fast scan: per probed list, the list's float table (as in
-    _ivf.ivfpq_search) is quantized and the list's blocks are scanned."""
+    _ivf.ivfpq_search) is quantized and the list's blocks are scanned; work
+    item w is query w // nseg over its probe segment w % nseg."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
     cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
-    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
-    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
-    cdef const float* prep = <const float*>checked(precomp, F32, 3, False, "precomp")
-    cdef const float* centp = <const float*>checked(centroids, F32, 2, False, "centroids")
-    cdef const uint64_t* bptr = <const uint64_t*>checked(block_ptrs, U64, 1, False,
-                                                          "block_ptrs")
-    cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
-    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
     cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
-    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), mk = M * 16
-    cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
-    cdef Py_ssize_t wcols = dim(work, 1)
-    cdef bint have_precomp = dim(precomp, 0) > 0
-    expect(dim(cbt, 2) == 16 and M * dsub == d and dim(ynorm, 0) == M
-           and dim(ynorm, 1) == 16, "codebook")
-    check_probes(probes, coarse, nq, nlist)
-    cdef Py_ssize_t pstride = list_term_stride(precomp, nlist, M, 16)
-    expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
-    expect(dim(block_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    cdef Py_ssize_t k = dim(D, 1), n_items = nq * nseg, wcols = dim(work, 1)
+    cdef FsLists L = checked_fs_lists(cbt, ynorm, precomp, centroids, block_ptrs,
+                                      id_ptrs, sizes, d, l2, simd)
+    check_probes(probes, coarse, nq, L.nlist)
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
-    cdef Py_ssize_t w, q, s, p, l
-    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0, False)
-    cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
-    cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
+           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(L.M, k), "shapes")
+    cdef Py_ssize_t w, q, s
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
-    cdef float scale, bias
-    cdef float* qtab
-    cdef float* ltab
-    cdef const float* tab
-    cdef Reservoir* res
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
         q = w // nseg
         s = w % nseg
-        qtab = wp + threadid() * wcols
-        ltab = qtab + mk
-        res = thread_reservoir(qtab, M, k)
-        heap_init(Dp + w * k, Ip + w * k, k)
-        memset(qtab, 0, mk * sizeof(float))
-        pqfast_dot_tables(xp + q * d, d, 1, cbtp, M, dsub, 16, -2.0 if l2 else -1.0,
-                          qtab, mk)
-        for p in range(nprobe * s // nseg, nprobe * (s + 1) // nseg):
-            l = pp[q * nprobe + p]
-            if l < 0 or szp[l] == 0:
-                continue
-            tab = list_table(qtab, prep + l * pstride if have_precomp else NULL, ynp,
-                             centp + l * d, cbtp, M, dsub, 16, l2, ltab)
-            bias = 0  # private to the thread: see pq4_search
-            scale = quantize_table(tab, M, <uint8_t*>(qtab + 2 * mk), &bias)
-            scan_blocks(next_block, exact, <const uint8_t*><uintptr_t>bptr[l], 0, (szp[l] + 31) // 32,
-                        szp[l], M, tab, <uint8_t*>(qtab + 2 * mk), cp[q * nprobe + p],
-                        bias, scale, <const int64_t*><uintptr_t>iptr[l],
-                        Dp + w * k, Ip + w * k, k, &selector, res)
-        if res != NULL:
-            reservoir_finish(res, Dp + w * k, Ip + w * k, nseg == 1)
-        elif nseg == 1:
-            heap_sort(Dp + w * k, Ip + w * k, k)
+        search_lists(&L, xp + q * d, pp + q * nprobe, cp + q * nprobe,
+                     nprobe * s // nseg, nprobe * (s + 1) // nseg,
+                     wp + threadid() * wcols, Dp + w * k, Ip + w * k, k, nseg == 1,
+                     &selector)
 
 
-
-
-
+def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
+                       Py_ssize_t nprobe,
+                       cnorms,  # IN  (nlist,) ||c||^2 of the coarse centroids
+                       cbt, ynorm, precomp, centroids, block_ptrs, id_ptrs, sizes,
+                       Py_ssize_t code_size, int nbits, bint l2, bint simd,
+                       sel, work, D, I):  # as for ivfpq4_search, D and I (nq, k)
+    """ivfpq4_search for a flat coarse quantizer of the index's metric, whose
+    centroids are `centroids`: each query's coarse search (the flat
+    quantizer's arithmetic, _common.nearest_lists) and list scan in one call,
+    as _ivf.ivfpq_search_flat does for 8-bit codes.  code_size and nbits are
+    those of 4-bit codes (the arguments are IndexIVFPQ's)."""
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
+    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
+    cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
+    cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1), wcols = dim(work, 1)
+    cdef FsLists L = checked_fs_lists(cbt, ynorm, precomp, centroids, block_ptrs,
+                                      id_ptrs, sizes, d, l2, simd)
+    expect(nbits == 4 and code_size == (L.M * 4 + 7) // 8, "nbits")
+    expect(dim(cnorms, 0) == L.nlist, "centroid norms")
+    expect(1 <= nprobe <= L.nlist, "nprobe")
+    expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1
+           and wcols >= work_columns(L.M, k), "shapes")
+    cdef Selector selector = make_selector(sel)
+    cdef int nt = <int>min(dim(work, 0), <Py_ssize_t>team_size(nq, 1, 0))
+    # Per thread: the coarse distances and the probe heap (terms, list numbers)
+    cdef Py_ssize_t ccols = L.nlist + nprobe
+    cdef float* cw = <float*>malloc(nt * ccols * sizeof(float))
+    cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
+    if cw == NULL or pip == NULL:
+        free(cw)
+        free(pip)
+        raise MemoryError()
+    cdef Py_ssize_t q
+    cdef float* pd
+    cdef int64_t* pi
+    for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
+        pd = cw + threadid() * ccols
+        pi = pip + threadid() * nprobe
+        nearest_lists(xp + q * d, L.centroids, cnp, L.nlist, d, l2, pd + nprobe, pd,
+                      pi, nprobe)
+        search_lists(&L, xp + q * d, pi, pd, 0, nprobe, wp + threadid() * wcols,
+                     Dp + q * k, Ip + q * k, k, True, &selector)
+    free(cw)
+    free(pip)

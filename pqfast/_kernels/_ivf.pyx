@@ -55,6 +55,7 @@ from pqfast._kernels._common cimport (
     SCAN_BLOCK,
     sqnorm,
     heap_chunk,
+    nearest_lists,
     team_size,
     omp_get_max_threads,
 )
@@ -305,28 +306,6 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                            hd, hi, k, &selector)
             if nseg == 1:
                 heap_sort(hd, hi, k)
-
-
-cdef void nearest_lists(const float* x, const float* cents, const float* cnorms,
-                        Py_ssize_t nlist, Py_ssize_t d, bint l2, float* dist,
-                        float* hd, int64_t* hi, Py_ssize_t nprobe) noexcept nogil:
-    """The nprobe nearest coarse centroids of x, sorted by (term, list number):
-    hi their list numbers, hd their coarse terms (||x - c||^2, or -<x, c>).
-
-    The same arithmetic as the flat quantizer's search of a few queries
-    (_topk.knn: pqfast_dots, then pqfast_l2_from_dots), so the same probes.
-    dist holds nlist floats."""
-    cdef Py_ssize_t j
-    pqfast_dots(x, cents, nlist, d, dist)
-    if l2:
-        pqfast_l2_from_dots(dist, cnorms, sqnorm(x, d), nlist)
-    else:
-        pqfast_negate(dist, nlist)
-    heap_init(hd, hi, nprobe)
-    for j in range(nlist):
-        if pair_less(dist[j], j, hd[0], hi[0]):
-            heap_sift_down(hd, hi, nprobe, 0, dist[j], j)
-    heap_sort(hd, hi, nprobe)
 
 
 def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
