@@ -88,7 +88,9 @@ class Library:
         return index.search(xq, k)
 
     def index_bytes(self, index: Any, spec: IndexSpec) -> int:
-        """Bytes the index holds for its vectors (codes and, for IVF, ids)."""
+        """Bytes the index holds for its vectors (codes and, for IVF, ids, and
+        the L2 list terms: faiss's precomputed table, pqfast's per-code terms
+        or table, whichever it holds)."""
         raise NotImplementedError
 
     def serialized_bytes(self, index: Any) -> int | None:
@@ -147,14 +149,17 @@ class FaissAPI(Library):
         held = getattr(index, "nbytes", None)  # pqfast reports it
         if held is not None:
             return int(held)
+        table = getattr(index, "precomputed_table", None)
+        table_bytes = 0 if table is None else 4 * int(table.size())
         if spec.kind == "IVFPQfs":
             # faiss's BlockInvertedLists give each list whole blocks of bbs
             # codes (bbs * ceil(M / 2) bytes each), as pqfast's do
             inv = index.invlists
             sizes = np.array([inv.list_size(i) for i in range(index.nlist)])
             block = index.bbs * ((index.pq.M + 1) // 2)
-            return int((-(-sizes // index.bbs)).sum() * block + 8 * sizes.sum())
-        return index.ntotal * (index.code_size + 8)
+            codes = (-(-sizes // index.bbs)).sum() * block + 8 * sizes.sum()
+            return int(codes) + table_bytes
+        return index.ntotal * (index.code_size + 8) + table_bytes
 
     def serialized_bytes(self, index: Any) -> int | None:
         serialize = getattr(self.module, "serialize_index", None)

@@ -21,6 +21,7 @@ NO_CODEBOOK = (
     np.zeros((0, 0, 0), np.float32),  # precomputed list tables
     np.zeros((0, 0), np.float32),  # list centroids
     0,  # nbits
+    None,  # per-code list terms (pqfast/_code_terms.py)
 )
 
 
@@ -52,14 +53,14 @@ def run(
     L2 keeps distances < radius; inner product keeps similarities > radius
     (the kernel compares negated similarities against -radius).
     """
-    cbt, ynorm, precomp, centroids, nbits = codebook
+    cbt, ynorm, precomp, centroids, nbits, terms = codebook
     code_ptrs, id_ptrs, id0s, sizes = lists
     l2 = metric == METRIC_L2
     mk = cbt.shape[0] * cbt.shape[2]
     lims, D, I = _range.range_search(
         x, probes, coarse, cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, id0s,
         sizes, code_size, nbits, l2, nseg, radius if l2 else -radius, sel,
-        scratch(2 * mk + _range.BLOCK),
+        scratch(2 * mk + _range.BLOCK), terms,
     )  # fmt: skip
     if not l2:
         np.negative(D, out=D)
@@ -67,10 +68,14 @@ def run(
 
 
 def pq_codebook(
-    pq: object, precomp: NDArray[np.float32], centroids: NDArray[np.float32]
+    pq: object,
+    precomp: NDArray[np.float32],
+    centroids: NDArray[np.float32],
+    terms: NDArray[np.uint64] | None = None,
 ) -> tuple:
-    """Codebook arguments of the kernel for ProductQuantizer `pq` and list terms."""
-    return pq._cbt, pq._ynorm, precomp, centroids, pq.nbits
+    """Codebook arguments of the kernel for ProductQuantizer `pq` and list
+    terms (a table, or the addresses of per-code terms)."""
+    return pq._cbt, pq._ynorm, precomp, centroids, pq.nbits, terms
 
 
 def exhaustive(

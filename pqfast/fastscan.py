@@ -127,7 +127,9 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         self.bbs = BLOCK
         self.invlists = BlockInvertedLists(self.nlist, self.pq.M)
 
-    def _fused_kernel(self, x, nprobe, args, sel, D, I) -> None:  # noqa: ANN001
+    _per_code_terms = False  # list terms go into each list's quantized table
+
+    def _fused_kernel(self, x, nprobe, args, terms, sel, D, I) -> None:  # noqa: ANN001
         """IndexIVFPQ's one-call path (coarse search and list scan in one
         kernel call, for few queries) with the fast-scan kernel."""
         _fastscan.ivfpq4_search_flat(

@@ -46,6 +46,7 @@ class ArrayInvertedLists:
         self._code_ptrs = np.zeros(nlist, np.uint64)
         self._id_ptrs = np.zeros(nlist, np.uint64)
         self.versions = np.zeros(nlist, np.int64)  # bumped on every change of a list
+        self.generation = 0  # bumped on every change of any list
         for i in range(nlist):
             self._sync(i)
 
@@ -60,6 +61,7 @@ class ArrayInvertedLists:
         self._ntotal += size - int(self._sizes[i])
         self._sizes[i] = size
         self.versions[i] += 1
+        self.generation += 1
         self._code_ptrs[i] = self._codes[i].address
         self._id_ptrs[i] = self._ids[i].address
 

@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from pqfast import _range_search
+from pqfast._code_terms import CodeTerms
 from pqfast._kernels import _ivf
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
@@ -295,7 +296,7 @@ class IndexIVF:
         self.invlists.add_entries(list_nos, codes, ids)
         if ids.size:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._direct_map = None
+        self._stored_changed()
 
     def _check_list_nos(self, list_nos: NDArray[np.int64]) -> None:
         if list_nos.size and (list_nos.min() < 0 or list_nos.max() >= self.nlist):
@@ -409,7 +410,7 @@ class IndexIVF:
             selector.members if selector else lambda stored: np.isin(stored, arr)
         )
         if removed:
-            self._direct_map = None
+            self._stored_changed()
         return removed
 
     def merge_from(self, other: IndexIVF, add_id: int = 0) -> None:
@@ -459,12 +460,16 @@ class IndexIVF:
         self.invlists.add_entries(list_nos, codes, ids)
         if ids.size:
             self._next_id = max(self._next_id, int(ids.max()) + 1)
-        self._direct_map = None
+        self._stored_changed()
 
     def reset(self) -> None:
         """Remove every vector (training is kept)."""
         self.invlists.reset()
         self._next_id = 0
+        self._stored_changed()
+
+    def _stored_changed(self) -> None:
+        """After vectors were added or removed: drop what derives from them."""
         self._direct_map = None
 
     def make_direct_map(self, new_maintain: bool = True) -> None:
@@ -568,6 +573,7 @@ class IndexIVFPQ(IndexIVF):
         self.use_precomputed_table = 0  # 0 auto, -1 never, 1 always
         self.precomputed_table_max_bytes = 1 << 31
         self._precomputed: tuple[object, NDArray[np.float32]] | None = None
+        self._terms: CodeTerms | None = None  # see _code_terms
         self._fused: tuple[tuple, tuple] | None = None  # see _fused_args
         self._by_residual = True
 
@@ -679,6 +685,56 @@ class IndexIVFPQ(IndexIVF):
             self._precomputed = (state, np.ascontiguousarray(table.transpose(1, 0, 2)))
         return self._precomputed[1]
 
+    def _code_terms(self) -> NDArray[np.uint64] | None:
+        """Addresses of each list's per-code list terms (pqfast/_code_terms.py),
+        brought up to date, or None when the search takes list terms from the
+        precomputed table or builds them per list.
+
+        Terms are kept for L2 by residual with ``use_precomputed_table`` 0
+        (auto) while there are no more codes than table entries, so they never
+        take more memory than the table would; 1 asks for the table, -1 for
+        neither.  Whichever form is in use, the other is not kept.
+        """
+        pq = self.pq
+        if not (
+            self._per_code_terms
+            and self.metric_type == METRIC_L2
+            and self._by_residual
+            and self.use_precomputed_table == 0
+            and self.is_trained
+            and self.ntotal <= self.nlist * pq.M * pq.ksub
+        ):
+            self._terms = None
+            return None
+        if self._terms is None:
+            self._terms = CodeTerms(self.nlist)
+        self._precomputed = None  # one form of the list terms is held, not two
+        cents = self._coarse_centroids()
+        state = (self._centroids[0], pq.version)
+        return self._terms.refresh(self.invlists, pq, cents, state)
+
+    _per_code_terms = True  # the fast-scan subclass has its own list terms
+
+    def _list_terms(self) -> tuple[NDArray[np.float32], NDArray[np.uint64] | None]:
+        """The kernels' list terms: (precomputed table, None), or (an empty
+        table, addresses of the per-code terms)."""
+        terms = self._code_terms()
+        if terms is not None:
+            return _EMPTY_TABLE, terms
+        return self._precomputed_table(), None
+
+    def _stored_changed(self) -> None:
+        """Also bring the list terms up to date (their cost is part of add)."""
+        super()._stored_changed()
+        self._code_terms()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the stored vectors (codes and ids) and their list
+        terms (per code, or the precomputed table, as held)."""
+        held = self._precomputed[1].nbytes if self._precomputed is not None else 0
+        return super().nbytes + (self._terms.nbytes if self._terms else 0) + held
+
     def _scan_lists(
         self,
         x: NDArray[np.float32],
@@ -691,18 +747,19 @@ class IndexIVFPQ(IndexIVF):
     ) -> None:
         """Scan the probed lists' PQ codes (the _ivf kernel)."""
         pq = self.pq
-        precomp = self._precomputed_table()
+        precomp, terms = self._list_terms()
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
             self.metric_type == METRIC_L2, nseg, sel,
             scratch(_ivf.work_columns(pq.M, pq.ksub)), D, I,
-            pq._centroids, self._by_residual, DIRECT_SCORING,
+            pq._centroids, self._by_residual, DIRECT_SCORING, terms=terms,
         )  # fmt: skip
 
     def _range_codebook(self) -> tuple:
+        precomp, terms = self._list_terms()
         return _range_search.pq_codebook(
-            self.pq, self._precomputed_table(), self._coarse_centroids()
+            self.pq, precomp, self._coarse_centroids(), terms
         )
 
     def _search_fused(
@@ -720,28 +777,31 @@ class IndexIVFPQ(IndexIVF):
         dot products, same order), so the probes are the same."""
         if x.shape[0] > _FUSED_MAX_QUERIES:
             return False
-        args = self._fused_args()
+        terms = self._code_terms()
+        args = self._fused_args(terms is not None)
         if args is None:
             return False
-        self._fused_kernel(x, nprobe, args, sel, D, I)
+        self._fused_kernel(x, nprobe, args, terms, sel, D, I)
         return True
 
-    def _fused_kernel(self, x, nprobe, args, sel, D, I) -> None:  # noqa: ANN001
-        """Call the one-call kernel with _fused_args()."""
+    def _fused_kernel(self, x, nprobe, args, terms, sel, D, I) -> None:  # noqa: ANN001
+        """Call the one-call kernel with _fused_args() and _code_terms()."""
         _ivf.ivfpq_search_flat(
-            x, nprobe, *args, sel, D, I, self.pq._centroids, DIRECT_SCORING
+            x, nprobe, *args, sel, D, I, self.pq._centroids, DIRECT_SCORING, terms
         )
 
-    def _fused_args(self) -> tuple | None:
+    def _fused_args(self, code_terms: bool) -> tuple | None:
         """ivfpq_search_flat's arguments from `cnorms` to `l2`, or None when
         the one-call path does not apply (another quantizer, or codes not by
         residual, whose coarse terms differ).
 
         Cached with the state they are read from: the quantizer (object and
         modification count), the codebooks (``pq.version``), the inverted
-        lists object and the precomputed-table settings.  Adding or removing
-        vectors needs no new arguments: the lists update their address and
-        size arrays in place (``kernel_arrays``).
+        lists object, the precomputed-table settings and whether the list
+        terms are per code (`code_terms`: then no table is passed).  Adding or
+        removing vectors needs no new arguments: the lists update their
+        address and size arrays in place (``kernel_arrays``), as the terms do
+        theirs (``_code_terms``, passed per call).
         """
         q, pq = self.quantizer, self.pq
         if (
@@ -758,10 +818,12 @@ class IndexIVFPQ(IndexIVF):
             self.invlists,
             self.use_precomputed_table,
             self.precomputed_table_max_bytes,
+            code_terms,
         )
         if self._fused is None or self._fused[0] != state:
+            precomp = _EMPTY_TABLE if code_terms else self._precomputed_table()
             args = (
-                q._norms.view(), pq._cbt, pq._ynorm, self._precomputed_table(),
+                q._norms.view(), pq._cbt, pq._ynorm, precomp,
                 q._xb.view(), *self.invlists.kernel_arrays(), self.code_size,
                 pq.nbits, self.metric_type == METRIC_L2,
             )  # fmt: skip

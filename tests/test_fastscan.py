@@ -255,15 +255,20 @@ def test_ivf_fast_scan_recall_like_faiss(real_split):
 
 
 def test_ivf_fast_scan_stores_blocks_only(ivf_pair):
-    """Codes live only in blocks of 32 per list, as in faiss: memory is the
-    blocks plus 8 bytes an id, and get_codes still gives IndexIVFPQ's codes."""
+    """Codes live only in blocks of 32 per list, as in faiss: the lists hold
+    the blocks plus 8 bytes an id, the index besides them its list-term table,
+    and get_codes still gives IndexIVFPQ's codes."""
     fs, ref = ivf_pair
     sizes = np.array(fs.invlists.sizes)
     np.testing.assert_array_equal(sizes, ref.invlists.sizes)
     block_bytes = fs.pq.M * 16
     expect = int((-(-sizes // 32)).sum()) * block_bytes + 8 * int(sizes.sum())
-    assert fs.nbytes == expect
-    assert fs.nbytes <= ref.nbytes + fs.nlist * block_bytes  # padding of last blocks
+    assert fs.invlists.nbytes == expect
+    stored = ref.invlists.nbytes
+    assert fs.invlists.nbytes <= stored + fs.nlist * block_bytes  # last blocks' padding
+    fs.precompute_table()  # L2 by residual: a (nlist, M, 16) float32 table
+    table = fs.nlist * fs.pq.M * 16 * 4 if fs.metric_type == pqfast.METRIC_L2 else 0
+    assert fs.nbytes == expect + table
     for list_no in (0, 5, 31):  # (an earlier test re-added ids: compare by id)
         inv, ref_inv = fs.invlists, ref.invlists
         mine = inv.get_codes(list_no)[np.argsort(inv.get_ids(list_no))]

@@ -331,6 +331,64 @@ def test_multi_query_pq_scan_equals_one_query_scans(metric, nbits, M):
             )
 
 
+@pytest.mark.parametrize("nlist, M", [(16, 8), (4, 2)])
+def test_per_code_list_terms_follow_index_changes(xb, nlist, M):
+    """L2 list terms kept per code (while there are no more codes than
+    precomputed-table entries: nlist * M * 256 = 2048 for (4, 2), so adding
+    all 3000 vectors there switches to the table and removing half back)
+    give the table path's neighbours and distances after every change, in a
+    batch and one query at a time, and distances that match the decoded
+    vectors."""
+    index = trained_ivf(xb, nlist, M)
+    index.nprobe = 3
+    xq = np.ascontiguousarray(xb[::150] + 0.01, dtype=np.float32)
+    entries = nlist * M * 256
+
+    def check():
+        D, I = index.search(xq, 10)
+        assert (index._terms is not None) == (index.ntotal <= entries)
+        index.use_precomputed_table = 1  # the table path
+        Dt, It = index.search(xq, 10)
+        index.use_precomputed_table = 0
+        np.testing.assert_array_equal(I, It)
+        np.testing.assert_allclose(D, Dt, rtol=1e-5, atol=1e-5)
+        for q in (0, 7, 19):
+            D1, I1 = index.search(xq[q : q + 1], 10)
+            np.testing.assert_array_equal(I1, I[q : q + 1])
+            np.testing.assert_allclose(D1, D[q : q + 1], rtol=1e-5, atol=1e-5)
+        if index.ntotal:
+            assert_distances_match_reconstruction(index, xq)
+
+    other = trained_ivf(xb, nlist, M)
+
+    def shift_centroids():
+        shifted = index.quantizer.reconstruct_n(0, nlist) + 0.5
+        for ivf in (index, other):
+            ivf.quantizer.reset()
+            ivf.quantizer.add(shifted)
+
+    changes = [
+        lambda: index.add(xb[:1500]),
+        lambda: index.add(xb[1500:]),  # lists grow (and, for (4, 2), the table)
+        lambda: index.remove_ids(pqfast.IDSelectorRange(0, 1500)),
+        lambda: setattr(index.pq, "centroids", index.pq.centroids * 1.5),
+        lambda: index.invlists.add_entries(  # the lists changed directly
+            np.zeros(3, np.int64), index.invlists.get_codes(1)[:3], np.arange(3) + 9000
+        ),
+        index.reset,
+        lambda: index.add(xb[:1000]),
+        shift_centroids,  # the coarse centroids replaced by hand
+        lambda: setattr(other.pq, "centroids", index.pq.centroids),
+        lambda: other.add(xb[1000:1400]),
+        lambda: index.merge_from(other, add_id=5000),
+    ]
+    for change in changes:
+        change()
+        check()
+    assert index.ntotal == 1400
+    assert index.nbytes == index.invlists.nbytes + 4 * index.ntotal  # no table
+
+
 def test_fused_search_follows_index_changes(xb, monkeypatch):
     """The one-call path's cached kernel arguments (_fused_args) are rebuilt
     or stay valid after every change to what they are read from: each search
@@ -360,7 +418,8 @@ def test_fused_search_follows_index_changes(xb, monkeypatch):
         lambda: pqfast.omp_set_num_threads(1),
         lambda: pqfast.omp_set_num_threads(2),
         lambda: setattr(index, "use_precomputed_table", -1),  # no list-term table
-        lambda: setattr(index, "use_precomputed_table", 0),
+        lambda: setattr(index, "use_precomputed_table", 1),  # the table
+        lambda: setattr(index, "use_precomputed_table", 0),  # per-code terms
         lambda: setattr(index, "precomputed_table_max_bytes", 0),
         lambda: setattr(index, "precomputed_table_max_bytes", 1 << 31),
         index.precompute_table,
@@ -368,11 +427,15 @@ def test_fused_search_follows_index_changes(xb, monkeypatch):
         lambda: setattr(index.pq, "centroids", index.pq.centroids * 1.5),
         lambda: index.add(xb),
     ]
-    seen = {index._fused_args()[3].shape}
+
+    def table_shape():
+        return index._fused_args(index._code_terms() is not None)[3].shape
+
+    seen = {table_shape()}
     for change in changes:
         change()
         check()
-        seen.add(index._fused_args()[3].shape)
+        seen.add(table_shape())
     assert (0, 0, 0) in seen and (16, 8, 256) in seen  # both table settings ran
     # the coarse centroids replaced by hand (the quantizer counts its changes)
     shifted = index.quantizer.reconstruct_n(0, 16) + 0.5

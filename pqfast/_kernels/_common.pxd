@@ -298,8 +298,9 @@ cdef inline void scan_codes(const float* table, const float* table2,
                             const int64_t* ids, int64_t id0, Py_ssize_t n,
                             Py_ssize_t code_size, Py_ssize_t M, int nbits,
                             Py_ssize_t ksub, float base, float* hd, int64_t* hi,
-                            Py_ssize_t k, const Selector* sel) noexcept nogil:
-    """Push base + ADC distance of n codes into the heap.
+                            Py_ssize_t k, const Selector* sel,
+                            const float* terms=NULL) noexcept nogil:
+    """Push base + ADC distance (+ terms[i], when given) of n codes into the heap.
 
     The id of code i is ids[i], or id0 + i when ids is NULL; ids the selector
     rejects are skipped (tested only for codes that would enter).  Distances are
@@ -307,12 +308,15 @@ cdef inline void scan_codes(const float* table, const float* table2,
     costs no further work.
     """
     cdef float dist[SCAN_BLOCK]
-    cdef Py_ssize_t b0, nb
+    cdef Py_ssize_t b0, nb, i
     b0 = 0
     while b0 < n:
         nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
         adc_block(table, table2, codes + b0 * code_size, nb, code_size, M, nbits, ksub,
                   base, dist)
+        if terms != NULL:
+            for i in range(nb):
+                dist[i] = dist[i] + terms[b0 + i]
         offer_block(dist, nb, ids + b0 if ids != NULL else NULL, id0 + b0, hd, hi, k,
                     sel)
         b0 = b0 + nb

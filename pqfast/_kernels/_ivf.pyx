@@ -7,9 +7,12 @@ TPAMI 2011, section IV.A):
     ||x - c - y||^2 = ||x - c||^2 + sum_m (||y_m||^2 + 2<c_m, y_m>) - 2 sum_m <x_m, y_m>
                     = coarse term + list table P_l            + query table T_q
 
-T_q is built once per query; P_l is read from a precomputed (nlist, M, ksub)
-table when the index holds one, else built per list.  Inner product needs no
-list table: <x, c + y> = <x, c> + sum_m <x_m, y_m>.
+T_q is built once per query.  The list term of a code, sum_m P_l[m, y_m],
+does not depend on the query: it is read per code when the index keeps it
+so (`terms`: one float a code, as additive quantizers keep a code's norm),
+else from P_l, read from a precomputed (nlist, M, ksub) table when the index
+holds one or built per list.  Inner product needs no list term:
+<x, c + y> = <x, c> + sum_m <x_m, y_m>.
 
 A query whose probed lists hold few codes (8-bit codes; use_direct) skips
 the tables: each code's distance is computed from the codebook
@@ -90,6 +93,7 @@ cdef struct Lists:
     const float* centroids     # (nlist, d) coarse centroids
     const uint64_t* code_ptrs  # (nlist,) address of each list's codes
     const uint64_t* id_ptrs    # (nlist,) address of each list's ids
+    const uint64_t* term_ptrs  # (nlist,) address of each list's code terms, or NULL
     const int64_t* sizes       # (nlist,) entries per list
     Py_ssize_t M, dsub, ksub, d, code_size
     int nbits
@@ -103,10 +107,12 @@ cdef struct Lists:
 cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, sizes,
                          Py_ssize_t d, Py_ssize_t code_size, int nbits,
                          bint l2, cents=None, bint by_residual=True,
-                         bint direct=False, int simd=2) except *:
+                         bint direct=False, int simd=2, terms=None) except *:
     """The Lists of ivfpq_search's arguments, every shape checked (without
-    cents, or without direct, every query is scored through tables)."""
+    cents, or without direct, every query is scored through tables; without
+    terms, list terms come from precomp or are built per list)."""
     cdef Lists L
+    L.term_ptrs = NULL
     L.direct = NULL
     L.direct_on = False
     L.by_residual = by_residual
@@ -129,6 +135,9 @@ cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, siz
         L.precomp = NULL
     expect(dim(centroids, 0) == nlist and dim(centroids, 1) == d, "centroids")
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
+    if terms is not None:
+        L.term_ptrs = <const uint64_t*>checked(terms, U64, 1, False, "terms")
+        expect(dim(terms, 0) == nlist and l2 and by_residual, "code terms")
     # direct scoring: 8-bit codes, and the residual fits the list-table scratch
     if cents is not None and direct and nbits == 8 and d <= L.M * L.ksub:
         L.cents = <const float*>checked(cents, F32, 3, False, "cents")
@@ -139,26 +148,41 @@ cdef Lists checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, siz
     return L
 
 
-cdef inline bint use_direct(const Lists* L, const int64_t* probes,
-                            Py_ssize_t nprobe) noexcept nogil:
-    """Whether a query with these probes (all of them: the choice must not
-    depend on how they are split) is scored without tables.
+cdef enum:
+    # What a query table costs in use_direct's units, times 1 / (ksub d):
+    TABLE_ALONE = 15  # built for one query
+    TABLE_BLOCK = 9   # a query's share when built for a block
+                      # (pqfast_dot_tables reads the codebook once a block)
+
+
+cdef inline Py_ssize_t direct_excess(const Lists* L, const int64_t* probes,
+                                     Py_ssize_t nprobe) noexcept nogil:
+    """What scoring a query with these probes (all of them: the choice must
+    not depend on how they are split) from the codebook costs more than
+    through tables, leaving out its query table: negative when direct
+    scoring is cheaper even with the table built.
 
     A cost model fitted on the bundled data (d = 384, M = 8 to 32, nlist 379,
-    PERFORMANCE.md #36), in units of about 0.07 ns: a code scored directly
-    costs d + 5 M more than through tables; the tables cost 0.6 ksub d (the
-    query table and its setup) and, for L2 by residual, 1.4 M ksub a list
-    (its row of list terms, read from L2 or L3)."""
+    PERFORMANCE.md #36, #40), in units of about 0.014 ns: a code scored
+    directly costs 25 (d + 5 M) more than through tables; for L2 by residual
+    without code terms, tables cost 35 M ksub a list (its row of list terms,
+    read from L2 or L3); the query table costs TABLE_ALONE ksub d (TABLE_BLOCK
+    ksub d a query when built for a block)."""
     cdef Py_ssize_t p, n = 0, lists = 0
-    if not L.direct_on:
-        return False
     for p in range(nprobe):
         if probes[p] >= 0:
             n = n + L.sizes[probes[p]]
             lists = lists + 1
-    if not (L.l2 and L.by_residual):
+    if not (L.l2 and L.by_residual) or L.term_ptrs != NULL:
         lists = 0
-    return 5 * n * (L.d + 5 * L.M) <= 3 * L.ksub * L.d + 7 * lists * L.M * L.ksub
+    return 25 * n * (L.d + 5 * L.M) - 35 * lists * L.M * L.ksub
+
+
+cdef inline bint use_direct(const Lists* L, const int64_t* probes,
+                            Py_ssize_t nprobe) noexcept nogil:
+    """Whether one query, its table built for it alone, is scored directly."""
+    return (L.direct_on
+            and direct_excess(L, probes, nprobe) <= TABLE_ALONE * L.ksub * L.d)
 
 
 cdef void scan_lists_direct(const Lists* L, const float* x, const int64_t* probes,
@@ -206,12 +230,17 @@ cdef void scan_lists(const Lists* L, const float* qtab, const int64_t* probes,
     cdef Py_ssize_t p, l
     cdef const float* tab
     cdef const float* tab2
+    cdef const float* terms
     for p in range(p0, p1):
         l = probes[p]
         if l < 0 or L.sizes[l] == 0:
             continue
         tab2 = NULL
-        if L.l2 and L.precomp != NULL and L.nbits == 8 and L.sizes[l] < SHORT_LIST:
+        terms = NULL
+        if L.term_ptrs != NULL:
+            tab = qtab  # + each code's list term
+            terms = <const float*><uintptr_t>L.term_ptrs[l]
+        elif L.l2 and L.precomp != NULL and L.nbits == 8 and L.sizes[l] < SHORT_LIST:
             tab = qtab  # scanned as query table + list term, read side by side
             tab2 = L.precomp + l * L.pstride
         else:
@@ -220,7 +249,7 @@ cdef void scan_lists(const Lists* L, const float* qtab, const int64_t* probes,
                              L.l2, ltab)
         scan_codes(tab, tab2, <const uint8_t*><uintptr_t>L.code_ptrs[l],
                    <const int64_t*><uintptr_t>L.id_ptrs[l], 0, L.sizes[l],
-                   L.code_size, L.M, L.nbits, L.ksub, coarse[p], hd, hi, k, sel)
+                   L.code_size, L.M, L.nbits, L.ksub, coarse[p], hd, hi, k, sel, terms)
 
 
 def ivfpq_search(x,            # IN  (nq, d) float32 queries
@@ -241,7 +270,8 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  cents=None,   # IN  (M, ksub, dsub) float32 codebook: with direct,
                  bint by_residual=True,  # queries whose lists hold few codes are
                  bint direct=False,      # scored without tables (use_direct), with
-                 int simd=2):            # SIMD up to this level (tests: 0 portable)
+                 int simd=2,             # SIMD up to this level (tests: 0 portable)
+                 terms=None):  # IN  (nlist,) uint64 address of each list's code terms
     """Query q's probe segment s fills heap row q * nseg + s.
 
     With nseg == 1 the rows come out sorted; otherwise they are heaps for
@@ -258,7 +288,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
     cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
                                  sizes, d, code_size, nbits, l2, cents, by_residual,
-                                 direct, simd)
+                                 direct, simd, terms)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = L.M * L.ksub
     cdef Py_ssize_t wcols = dim(work, 1), rows = nq * nseg
     check_probes(probes, coarse, nq, nlist)
@@ -277,16 +307,22 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef float* hd
     cdef int64_t* hi
     cdef bint tables
+    cdef Py_ssize_t excess
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
         nqb = min(qb, nq - q0)
         s = w % nseg
         qtab = wp + threadid() * wcols
-        tables = False
-        for i in range(nqb):
-            if not use_direct(&L, pp + (q0 + i) * nprobe, nprobe):
-                tables = True
+        # The block's tables are built when they save more than they cost;
+        # then each query uses them unless direct scoring still pays.
+        tables = not L.direct_on
+        if not tables:
+            excess = 0
+            for i in range(nqb):
+                excess = excess + max(0, direct_excess(&L, pp + (q0 + i) * nprobe,
+                                                       nprobe))
+            tables = excess > (TABLE_BLOCK if nqb > 1 else TABLE_ALONE) * nqb * L.ksub * d
         if tables:
             memset(qtab, 0, nqb * mk * sizeof(float))
             pqfast_dot_tables(xp + q0 * d, d, nqb, L.cbt, L.M, L.dsub, L.ksub,
@@ -296,7 +332,8 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
             hd = Dp + (q * nseg + s) * k
             hi = Ip + (q * nseg + s) * k
             heap_init(hd, hi, k)
-            if use_direct(&L, pp + q * nprobe, nprobe):
+            if not tables or (L.direct_on
+                              and direct_excess(&L, pp + q * nprobe, nprobe) <= 0):
                 scan_lists_direct(&L, xp + q * d, pp + q * nprobe, cp + q * nprobe,
                                   nprobe * s // nseg, nprobe * (s + 1) // nseg,
                                   qtab + qb * mk, hd, hi, k, &selector)
@@ -316,7 +353,8 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                       sel,        # IN  id filter (kind, lo, hi, sorted ids)
                       D,          # OUT (nq, k) float32, sorted
                       I,          # OUT (nq, k) int64
-                      cents=None, bint direct=False):  # as for ivfpq_search
+                      cents=None, bint direct=False,  # as for ivfpq_search
+                      terms=None):
     """ivfpq_search for a flat coarse quantizer of the index's metric, whose
     centroids are `centroids`: each query's coarse search and list scan in one
     call (no per-call arrays for the probes; for one query, most of the time
@@ -329,7 +367,7 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Lists L = checked_lists(cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs,
                                  sizes, d, code_size, nbits, l2, cents, True,
-                                 direct)
+                                 direct, 2, terms)
     cdef Py_ssize_t nlist = dim(sizes, 0), mk = L.M * L.ksub
     expect(dim(cnorms, 0) == nlist, "centroid norms")
     expect(1 <= nprobe <= nlist, "nprobe")
@@ -368,7 +406,9 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                                   -2.0 if l2 else -1.0, w, mk)
         with nogil:
             heap_init(Dp, Ip, k)
-            if use_direct(&L, pi, nprobe):  # the table, built meanwhile, unused
+            # The table, built meanwhile, is not counted as paid for: at 2
+            # threads, IP M=32 nprobe 1 took 1.6x longer with it than direct.
+            if use_direct(&L, pi, nprobe):
                 scan_lists_direct(&L, xp, pi, pd, 0, nprobe, w + mk, Dp, Ip, k,
                                   &selector)
             else:

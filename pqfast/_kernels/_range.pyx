@@ -138,7 +138,9 @@ def range_search(x,          # IN  (nq, d) float32 queries
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
                  float thr,  # IN  keep distances < thr
                  sel,        # IN  id filter (selectors.py)
-                 work):      # SCRATCH (n_threads, >= 2 * M * ksub + SCAN_BLOCK) float32
+                 work,       # SCRATCH (n_threads, >= 2 * M * ksub + SCAN_BLOCK) float32
+                 terms=None):  # IN  (nlist,) uint64 address of each list's code
+                               #     terms (PQ, L2 by residual; see _ivf), or None
     """Return (lims, D, I): query q's hits are D/I[lims[q]:lims[q + 1]], in
     probe order then row order (not sorted by distance, as in faiss)."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
@@ -158,6 +160,10 @@ def range_search(x,          # IN  (nq, d) float32 queries
     cdef Py_ssize_t nlist = dim(sizes, 0), mk = M * ksub, wcols = dim(work, 1)
     cdef bint is_pq = M > 0, have_precomp = dim(precomp, 0) > 0
     cdef Py_ssize_t pstride = 0
+    cdef const uint64_t* tptr = NULL
+    if terms is not None:
+        tptr = <const uint64_t*>checked(terms, U64, 1, False, "terms")
+        expect(is_pq and l2 and dim(terms, 0) == nlist, "code terms")
     check_probes(probes, coarse, nq, nlist)
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist
            and dim(id0s, 0) == nlist, "list arrays")
@@ -171,7 +177,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
     else:
         expect(code_size == 4 * d, "rows of float32 vectors")
     expect(nseg >= 1 and wcols >= 2 * mk + SCAN_BLOCK, "work")
-    cdef Py_ssize_t w, q, s, p, l, b0, nb
+    cdef Py_ssize_t w, q, s, p, l, b0, nb, j
     cdef Selector selector = make_selector(sel)
     cdef int nt = <int>dim(work, 0)
     cdef Py_ssize_t n_items = nq * nseg
@@ -182,6 +188,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
     cdef float* qtab
     cdef float* dist
     cdef const float* tab
+    cdef const float* ct
     cdef const uint8_t* rows
     cdef const int64_t* ids
     for w in prange(n_items, nogil=True, schedule="dynamic",
@@ -200,7 +207,10 @@ def range_search(x,          # IN  (nq, d) float32 queries
                 continue
             rows = <const uint8_t*><uintptr_t>cptr[l]
             ids = <const int64_t*><uintptr_t>iptr[l]
-            if is_pq:
+            if tptr != NULL:
+                tab = qtab  # + each code's list term
+                ct = <const float*><uintptr_t>tptr[l]
+            elif is_pq:
                 tab = list_table(qtab, prep + l * pstride if have_precomp else NULL, ynp,
                                  centp + l * d, cbtp, M, dsub, ksub, l2, qtab + mk)
             b0 = 0
@@ -209,6 +219,9 @@ def range_search(x,          # IN  (nq, d) float32 queries
                 if is_pq:
                     adc_block(tab, NULL, rows + b0 * code_size, nb, code_size, M, nbits,
                               ksub, cp[q * nprobe + p], dist)
+                    if tptr != NULL:
+                        for j in range(nb):
+                            dist[j] = dist[j] + ct[b0 + j]
                 elif l2:
                     pqfast_l2sq_rows(xp + q * d, <const float*>rows + b0 * d, nb, d,
                                      dist)

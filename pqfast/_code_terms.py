@@ -1,0 +1,114 @@
+"""Per-code list terms of an IndexIVFPQ's inverted lists (L2, by residual).
+
+The L2 distance of a query x to a code y stored in list l, with coarse
+centroid c, splits into a query term, a coarse term and a list term:
+
+    ||x - c - y||^2 = ||x - c||^2 - 2 <x, y> + (||y||^2 + 2 <c, y>).
+
+The last term does not depend on the query.  faiss keeps it as a table of
+nlist x M x ksub floats (``precomputed_table``) and builds each probed list's
+row into the query's lookup table; kept per code instead (one float, as
+additive quantizers keep each code's norm), a scan reads only the query's
+table, which stays in L1/L2, and no 32 KB row per probed list (M = 32).
+The index keeps terms while they take less memory than the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pqfast._kernels._check import data_address
+from pqfast._threads import serial_blas
+
+# Lists whose table rows are built at once when terms are refreshed.
+_LIST_CHUNK = 64
+
+
+class CodeTerms:
+    """Each stored code's list term, one float32 array per list.
+
+    ``refresh`` recomputes the terms of the lists that changed since the
+    last call (by the inverted lists' per-list versions), or of every list
+    when the codebooks or coarse centroids did; ``ptrs`` holds the address
+    of each list's terms for the search kernel (0: empty list).
+
+    Parameters
+    ----------
+    nlist : int
+        Number of inverted lists.
+    """
+
+    def __init__(self, nlist: int) -> None:
+        self.ptrs = np.zeros(nlist, np.uint64)
+        self._terms: list[NDArray[np.float32] | None] = [None] * nlist
+        self._versions = np.full(nlist, -1, np.int64)
+        self._key: tuple | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the terms."""
+        return sum(t.nbytes for t in self._terms if t is not None)
+
+    def refresh(
+        self,
+        invlists: object,
+        pq: object,
+        centroids: NDArray[np.float32],
+        state: object,
+    ) -> NDArray[np.uint64]:
+        """Bring the terms up to date with `invlists`; return ``ptrs``.
+
+        Parameters
+        ----------
+        invlists : ArrayInvertedLists
+            The index's lists (codes of the residuals to `centroids`).
+        pq : ProductQuantizer
+            The trained residual quantizer.
+        centroids : ndarray of shape (nlist, d), float32
+            Coarse centroids.
+        state : object
+            Token that changes when `centroids` or the codebooks change.
+        """
+        key = (invlists, invlists.generation, state)
+        if key == self._key:
+            return self.ptrs
+        if self._key is None or self._key[0] is not invlists or self._key[2] != state:
+            self._versions[:] = -1
+        stale = np.flatnonzero(invlists.versions != self._versions)
+        for i0 in range(0, stale.size, _LIST_CHUNK):
+            self._recompute(invlists, pq, centroids, stale[i0 : i0 + _LIST_CHUNK])
+        self._versions[stale] = invlists.versions[stale]
+        self._key = key
+        return self.ptrs
+
+    def _recompute(
+        self,
+        invlists: object,
+        pq: object,
+        centroids: NDArray[np.float32],
+        lists: NDArray[np.int64],
+    ) -> None:
+        """Terms of these lists: sum_m P[l, m, code_m] with the rows of faiss's
+        precomputed table, P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>."""
+        M, ksub, dsub = pq.M, pq.ksub, pq.dsub
+        sizes = invlists.sizes[lists]
+        for i in lists[sizes == 0].tolist():
+            self._terms[i] = None
+            self.ptrs[i] = 0
+        lists = lists[sizes > 0]
+        if lists.size == 0:
+            return
+        sub = centroids[lists].reshape(lists.size, M, dsub).transpose(1, 0, 2)
+        with serial_blas():
+            table = np.matmul(sub, pq._cbt)  # (M, lists, ksub)
+        table *= 2
+        table += pq._ynorm[:, None, :]
+        table = np.ascontiguousarray(table.transpose(1, 0, 2)).ravel()
+        rows = np.arange(M) * ksub
+        for j, i in enumerate(lists.tolist()):
+            idx = pq.unpack(invlists.get_codes(i)).astype(np.intp)
+            idx += rows + j * M * ksub
+            terms = np.ascontiguousarray(table[idx].sum(axis=1, dtype=np.float32))
+            self._terms[i] = terms
+            self.ptrs[i] = data_address(terms)
