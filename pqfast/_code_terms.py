@@ -10,10 +10,12 @@ nlist x M x ksub floats (``precomputed_table``) and builds each probed list's
 row into the query's lookup table; kept per code instead (one float, as
 additive quantizers keep each code's norm), a scan reads only the query's
 table, which stays in L1/L2, and no 32 KB row per probed list (M = 32).
-The index keeps terms while they take less memory than the table.
+The index keeps terms while they take no more memory than the table.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,7 +33,10 @@ class CodeTerms:
     ``refresh`` recomputes the terms of the lists that changed since the
     last call (by the inverted lists' per-list versions), or of every list
     when the codebooks or coarse centroids did; ``ptrs`` holds the address
-    of each list's terms for the search kernel (0: empty list).
+    of each list's terms for the search kernel (0: empty list).  Refreshes
+    are serialized, so concurrent searches of an unchanged index never
+    replace arrays another search is reading; as for the lists themselves,
+    a search must not run while another thread changes the index.
 
     Parameters
     ----------
@@ -44,6 +49,7 @@ class CodeTerms:
         self._terms: list[NDArray[np.float32] | None] = [None] * nlist
         self._versions = np.full(nlist, -1, np.int64)
         self._key: tuple | None = None
+        self._lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
@@ -73,6 +79,15 @@ class CodeTerms:
         key = (invlists, invlists.generation, state)
         if key == self._key:
             return self.ptrs
+        with self._lock:
+            if key != self._key:  # (not brought up to date meanwhile)
+                self._refresh(invlists, pq, centroids, key)
+        return self.ptrs
+
+    def _refresh(
+        self, invlists: object, pq: object, centroids: NDArray[np.float32], key: tuple
+    ) -> None:
+        state = key[2]
         if self._key is None or self._key[0] is not invlists or self._key[2] != state:
             self._versions[:] = -1
         stale = np.flatnonzero(invlists.versions != self._versions)
@@ -80,7 +95,6 @@ class CodeTerms:
             self._recompute(invlists, pq, centroids, stale[i0 : i0 + _LIST_CHUNK])
         self._versions[stale] = invlists.versions[stale]
         self._key = key
-        return self.ptrs
 
     def _recompute(
         self,

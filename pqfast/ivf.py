@@ -652,10 +652,11 @@ class IndexIVFPQ(IndexIVF):
         return self.pq.decode(codes) + self._coarse_centroids()[list_no]
 
     def precompute_table(self) -> None:
-        """Build the L2 list-term table now (it is otherwise built on first use)."""
+        """Build the L2 list terms now (otherwise built on first use): the
+        table, or the per-code terms where those are used (see _code_terms)."""
         self._check_trained("precompute_table")
         self._precomputed = None
-        self._precomputed_table()
+        self._list_terms()
 
     def _precomputed_table(self) -> NDArray[np.float32]:
         """P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>, or an empty table if not used.
@@ -692,7 +693,8 @@ class IndexIVFPQ(IndexIVF):
 
         Terms are kept for L2 by residual with ``use_precomputed_table`` 0
         (auto) while there are no more codes than table entries, so they never
-        take more memory than the table would; 1 asks for the table, -1 for
+        take more memory than the table would (nor than
+        ``precomputed_table_max_bytes``); 1 asks for the table, -1 for
         neither.  Whichever form is in use, the other is not kept.
         """
         pq = self.pq
@@ -703,14 +705,16 @@ class IndexIVFPQ(IndexIVF):
             and self.use_precomputed_table == 0
             and self.is_trained
             and self.ntotal <= self.nlist * pq.M * pq.ksub
+            and 4 * self.ntotal <= self.precomputed_table_max_bytes
         ):
             self._terms = None
             return None
         if self._terms is None:
             self._terms = CodeTerms(self.nlist)
-        self._precomputed = None  # one form of the list terms is held, not two
+        if self._precomputed is not None:  # one form of the list terms is held
+            self._precomputed = self._fused = None  # (the fused arguments hold it)
         cents = self._coarse_centroids()
-        state = (self._centroids[0], pq.version)
+        state = (self._centroids[0], pq, pq.version)
         return self._terms.refresh(self.invlists, pq, cents, state)
 
     _per_code_terms = True  # the fast-scan subclass has its own list terms
@@ -724,9 +728,14 @@ class IndexIVFPQ(IndexIVF):
         return self._precomputed_table(), None
 
     def _stored_changed(self) -> None:
-        """Also bring the list terms up to date (their cost is part of add)."""
+        """Also bring the list terms up to date, so that their cost is part of
+        add.  The change itself is done: if this fails (no memory), the next
+        search tries again rather than the add being reported as failed."""
         super()._stored_changed()
-        self._code_terms()
+        try:
+            self._code_terms()
+        except Exception:
+            pass
 
     @property
     def nbytes(self) -> int:

@@ -259,7 +259,7 @@ class PQCodesIndex:
         self._check_trained("search")
         x = check_vectors(x, self.d)
         k = check_positive_int(k, "k")
-        nseg = n_segments(x.shape[0], self.ntotal)
+        nseg = n_segments(x.shape[0], self._scan_work())
         D, I = result_arrays(x.shape[0] * nseg, k)
         self._scan(x, nseg, selector_args(params), D, I)
         return finish(D, I, nseg, self.metric_type)
@@ -267,6 +267,10 @@ class PQCodesIndex:
     def _scan(self, x, nseg, sel, D, I) -> None:  # noqa: ANN001
         """Fill the kernel heaps D, I (see _search.finish) for validated x."""
         raise NotImplementedError
+
+    def _scan_work(self) -> int:
+        """A query's scan in codes, the unit of _search.n_segments."""
+        return self.ntotal
 
     def reset(self) -> None:
         """Remove every vector (the trained quantizer is kept)."""
@@ -328,6 +332,13 @@ class IndexPQ(PQCodesIndex):
         view = self._codes.view()
         view.flags.writeable = False
         return view
+
+    def _scan_work(self) -> int:
+        """A code of M sub-codes counts as M / 8 (the table lookups a code
+        costs).  At 2 threads, one query over the 9k bundled codes, splitting
+        the scan took M=32 from 84 to 51 us, M=16 from 56 to 45, M=8 from 38
+        to 35."""
+        return self.ntotal * self.pq.M // 8
 
     def _scan(self, x, nseg, sel, D, I) -> None:  # noqa: ANN001
         pq = self.pq

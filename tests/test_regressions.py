@@ -2,7 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import assert_distances_match_reconstruction, gaussian_mixture
+from conftest import (
+    assert_distances_match_reconstruction,
+    gaussian_mixture,
+    same_ids_ties_aside,
+)
 
 import pqfast
 from pqfast._kernels import _openmp
@@ -352,10 +356,9 @@ def test_per_code_list_terms_follow_index_changes(xb, nlist, M):
         index.use_precomputed_table = 0
         np.testing.assert_array_equal(I, It)
         np.testing.assert_allclose(D, Dt, rtol=1e-5, atol=1e-5)
-        for q in (0, 7, 19):
+        for q in (0, 7, 19):  # (direct scoring or tables may differ: rounding)
             D1, I1 = index.search(xq[q : q + 1], 10)
-            np.testing.assert_array_equal(I1, I[q : q + 1])
-            np.testing.assert_allclose(D1, D[q : q + 1], rtol=1e-5, atol=1e-5)
+            same_ids_ties_aside(D1, I1, D[q : q + 1], I[q : q + 1], 1e-5, 1e-5)
         if index.ntotal:
             assert_distances_match_reconstruction(index, xq)
 
@@ -603,3 +606,29 @@ def test_direct_assignment_mins_two_rows_and_one_row(ksub, dsub):
         np.testing.assert_array_equal(idx, exact.argmin(-1))
         chosen = np.take_along_axis(exact, idx[..., None].astype(np.int64), -1)[..., 0]
         np.testing.assert_allclose(mins, chosen, rtol=5e-7 * (dsub + 4), atol=1e-30)
+
+
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="serial build")
+@pytest.mark.parametrize("M", [8, 16])
+def test_pq_one_query_split_over_threads_equals_one_thread(xb, M, monkeypatch):
+    """A single query's exhaustive scan split into segments (one a thread,
+    IndexPQ._scan_work) returns what the unsplit scan does, with a selector
+    and with k larger than a segment's share of hits."""
+    from pqfast import _search
+
+    index = pqfast.IndexPQ(xb.shape[1], M, 8)
+    index.train(xb)
+    index.add(xb)
+    xq = np.ascontiguousarray(xb[:6] + 0.05, dtype=np.float32)
+    sel = pqfast.SearchParameters(sel=pqfast.IDSelectorRange(200, 2600))
+    pqfast.omp_set_num_threads(1)  # (conftest restores the thread count)
+    expected = [index.search(xq[q : q + 1], k, params=p) for q in range(6)
+                for k in (10, 80) for p in (None, sel)]  # fmt: skip
+    pqfast.omp_set_num_threads(2)
+    monkeypatch.setattr(_search, "CODES_PER_SEGMENT", 256)
+    assert _search.n_segments(1, index._scan_work()) == 2
+    got = [index.search(xq[q : q + 1], k, params=p) for q in range(6)
+           for k in (10, 80) for p in (None, sel)]  # fmt: skip
+    for (D1, I1), (D2, I2) in zip(expected, got):
+        np.testing.assert_array_equal(I1, I2)
+        np.testing.assert_array_equal(D1, D2)
