@@ -632,3 +632,41 @@ def test_pq_one_query_split_over_threads_equals_one_thread(xb, M, monkeypatch):
     for (D1, I1), (D2, I2) in zip(expected, got):
         np.testing.assert_array_equal(I1, I2)
         np.testing.assert_array_equal(D1, D2)
+
+
+def test_list_terms_failure_after_add_does_not_fail_the_add(xb, monkeypatch):
+    """The per-code terms are refreshed after an add has stored its vectors:
+    if that refresh fails (no memory), the add still succeeds and the next
+    search refreshes them; a replaced ``index.pq`` (same version count)
+    refreshes them too."""
+    from pqfast import _code_terms
+
+    index = trained_ivf(xb)
+    index.nprobe = 4
+    index.add(xb[:1000])
+    real = _code_terms.CodeTerms._recompute
+
+    def fail(*args):  # noqa: ANN002
+        raise MemoryError
+
+    monkeypatch.setattr(_code_terms.CodeTerms, "_recompute", fail)
+    index.add(xb[1000:2000])
+    assert index.ntotal == 2000
+    monkeypatch.setattr(_code_terms.CodeTerms, "_recompute", real)
+    xq = np.ascontiguousarray(xb[::100] + 0.01, dtype=np.float32)
+
+    def same_as_table():
+        D, I = index.search(xq, 10)
+        index.use_precomputed_table = 1
+        Dt, It = index.search(xq, 10)
+        index.use_precomputed_table = 0
+        np.testing.assert_array_equal(I, It)
+        np.testing.assert_allclose(D, Dt, rtol=1e-5, atol=1e-5)
+
+    same_as_table()
+    index.search(xq, 10)  # terms up to date (the table path dropped them)
+    other = trained_ivf(xb[::-1].copy())  # other codebooks, same version count
+    assert other.pq.version == index.pq.version
+    index.pq = other.pq
+    assert_distances_match_reconstruction(index, xq)
+    same_as_table()
