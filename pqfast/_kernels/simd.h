@@ -558,24 +558,48 @@ static void pqfast_dot_table(const float *x, const float *cbt, ptrdiff_t M,
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
 /* nq is a constant after inlining (see the switch below), so the nq
  * accumulators stay in registers and no lane is wasted. */
+/* Sub-vectors up to this long have their scaled query values written to a
+ * buffer once per sub-quantizer, then broadcast from memory (a load); longer
+ * ones are scaled at each use, a multiply and a register broadcast that
+ * compete with the multiply-adds (M=32 nprobe 4 batch: see PERFORMANCE.md). */
+#define PQFAST_DT_BUF 64
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+pqfast_dot_tables_avx512_m(const float *xv, ptrdiff_t ldx, float mul, const int nq,
+                           const float *cbt_m, ptrdiff_t dsub, ptrdiff_t ksub,
+                           float *out_m, ptrdiff_t ldo)
+{
+    for (ptrdiff_t j = 0; j < ksub; j += 16) {
+        __m512 acc[8];
+        for (int q = 0; q < nq; q++)
+            acc[q] = _mm512_loadu_ps(out_m + q * ldo + j);
+        for (ptrdiff_t s = 0; s < dsub; s++) {
+            const __m512 row = _mm512_loadu_ps(cbt_m + s * ksub + j);
+            for (int q = 0; q < nq; q++)
+                acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(mul * xv[q * ldx + s]), row, acc[q]);
+        }
+        for (int q = 0; q < nq; q++)
+            _mm512_storeu_ps(out_m + q * ldo + j, acc[q]);
+    }
+}
+
 __attribute__((target("avx512f"), always_inline)) static inline void
 pqfast_dot_tables_avx512_n(const float *x, ptrdiff_t ldx, const int nq, const float *cbt,
                            ptrdiff_t M, ptrdiff_t dsub, ptrdiff_t ksub, float scale,
                            float *out, ptrdiff_t ldo)
 {
+    float xs[8 * PQFAST_DT_BUF]; /* scale * x, the same product either way */
     for (ptrdiff_t m = 0; m < M; m++) {
-        for (ptrdiff_t j = 0; j < ksub; j += 16) {
-            __m512 acc[8];
+        const float *cbt_m = cbt + m * dsub * ksub;
+        if (dsub <= PQFAST_DT_BUF) {
             for (int q = 0; q < nq; q++)
-                acc[q] = _mm512_loadu_ps(out + q * ldo + m * ksub + j);
-            for (ptrdiff_t s = 0; s < dsub; s++) {
-                const __m512 row = _mm512_loadu_ps(cbt + (m * dsub + s) * ksub + j);
-                for (int q = 0; q < nq; q++)
-                    acc[q] = _mm512_fmadd_ps(_mm512_set1_ps(scale * x[q * ldx + m * dsub + s]),
-                                             row, acc[q]);
-            }
-            for (int q = 0; q < nq; q++)
-                _mm512_storeu_ps(out + q * ldo + m * ksub + j, acc[q]);
+                for (ptrdiff_t s = 0; s < dsub; s++)
+                    xs[q * PQFAST_DT_BUF + s] = scale * x[q * ldx + m * dsub + s];
+            pqfast_dot_tables_avx512_m(xs, PQFAST_DT_BUF, 1.0f, nq, cbt_m, dsub, ksub,
+                                       out + m * ksub, ldo);
+        } else {
+            pqfast_dot_tables_avx512_m(x + m * dsub, ldx, scale, nq, cbt_m, dsub, ksub,
+                                       out + m * ksub, ldo);
         }
     }
 }
