@@ -27,6 +27,17 @@ from pqfast._threads import serial_blas
 _LIST_CHUNK = 64
 
 
+def list_term_table(pq: object, centroids: NDArray[np.float32]) -> NDArray[np.float32]:
+    """faiss's precomputed table for these coarse centroids, shape (n, M, ksub):
+    P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>."""
+    sub = centroids.reshape(len(centroids), pq.M, pq.dsub).transpose(1, 0, 2)
+    with serial_blas():
+        table = np.matmul(sub, pq._cbt)  # (M, n, ksub)
+    table *= 2
+    table += pq._ynorm[:, None, :]
+    return np.ascontiguousarray(table.transpose(1, 0, 2))
+
+
 class CodeTerms:
     """Each stored code's list term, one float32 array per list.
 
@@ -103,9 +114,8 @@ class CodeTerms:
         centroids: NDArray[np.float32],
         lists: NDArray[np.int64],
     ) -> None:
-        """Terms of these lists: sum_m P[l, m, code_m] with the rows of faiss's
-        precomputed table, P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>."""
-        M, ksub, dsub = pq.M, pq.ksub, pq.dsub
+        """Terms of these lists: sum_m P[l, m, code_m] (list_term_table)."""
+        M, ksub = pq.M, pq.ksub
         sizes = invlists.sizes[lists]
         for i in lists[sizes == 0].tolist():
             self._terms[i] = None
@@ -113,12 +123,7 @@ class CodeTerms:
         lists = lists[sizes > 0]
         if lists.size == 0:
             return
-        sub = centroids[lists].reshape(lists.size, M, dsub).transpose(1, 0, 2)
-        with serial_blas():
-            table = np.matmul(sub, pq._cbt)  # (M, lists, ksub)
-        table *= 2
-        table += pq._ynorm[:, None, :]
-        table = np.ascontiguousarray(table.transpose(1, 0, 2)).ravel()
+        table = list_term_table(pq, centroids[lists]).ravel()
         rows = np.arange(M) * ksub
         for j, i in enumerate(lists.tolist()):
             idx = pq.unpack(invlists.get_codes(i)).astype(np.intp)

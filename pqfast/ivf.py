@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from pqfast import _range_search
-from pqfast._code_terms import CodeTerms
+from pqfast._code_terms import CodeTerms, list_term_table
 from pqfast._kernels import _ivf
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays, scratch
@@ -675,16 +675,16 @@ class IndexIVFPQ(IndexIVF):
         )
         if self.metric_type != METRIC_L2 or not use:
             return _EMPTY_TABLE
-        cents = self._coarse_centroids()
-        state = (self._centroids[0], pq.version)
+        cents, state = self._term_state()
         if self._precomputed is None or self._precomputed[0] != state:
-            sub = cents.reshape(self.nlist, pq.M, pq.dsub).transpose(1, 0, 2)
-            with serial_blas():
-                table = np.matmul(sub, pq._cbt)  # (M, nlist, ksub)
-            table *= 2
-            table += pq._ynorm[:, None, :]
-            self._precomputed = (state, np.ascontiguousarray(table.transpose(1, 0, 2)))
+            self._precomputed = (state, list_term_table(pq, cents))
         return self._precomputed[1]
+
+    def _term_state(self) -> tuple[NDArray[np.float32], tuple]:
+        """The coarse centroids and a token of what list terms derive from:
+        those centroids and the codebooks (the pq object and its version)."""
+        cents = self._coarse_centroids()
+        return cents, (self._centroids[0], self.pq, self.pq.version)
 
     def _code_terms(self) -> NDArray[np.uint64] | None:
         """Addresses of each list's per-code list terms (pqfast/_code_terms.py),
@@ -695,7 +695,8 @@ class IndexIVFPQ(IndexIVF):
         (auto) while there are no more codes than table entries, so they never
         take more memory than the table would (nor than
         ``precomputed_table_max_bytes``); 1 asks for the table, -1 for
-        neither.  Whichever form is in use, the other is not kept.
+        neither.  Whichever form is in use, the other is not kept.  For a
+        trained index (its callers check; this runs on every search).
         """
         pq = self.pq
         if not (
@@ -703,7 +704,6 @@ class IndexIVFPQ(IndexIVF):
             and self.metric_type == METRIC_L2
             and self._by_residual
             and self.use_precomputed_table == 0
-            and self.is_trained
             and self.ntotal <= self.nlist * pq.M * pq.ksub
             and 4 * self.ntotal <= self.precomputed_table_max_bytes
         ):
@@ -713,9 +713,7 @@ class IndexIVFPQ(IndexIVF):
             self._terms = CodeTerms(self.nlist)
         if self._precomputed is not None:  # one form of the list terms is held
             self._precomputed = self._fused = None  # (the fused arguments hold it)
-        cents = self._coarse_centroids()
-        state = (self._centroids[0], pq, pq.version)
-        return self._terms.refresh(self.invlists, pq, cents, state)
+        return self._terms.refresh(self.invlists, pq, *self._term_state())
 
     _per_code_terms = True  # the fast-scan subclass has its own list terms
 
@@ -732,6 +730,8 @@ class IndexIVFPQ(IndexIVF):
         add.  The change itself is done: if this fails (no memory), the next
         search tries again rather than the add being reported as failed."""
         super()._stored_changed()
+        if not self.is_trained:  # (reset; every other caller checks it)
+            return
         try:
             self._code_terms()
         except Exception:

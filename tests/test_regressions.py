@@ -670,3 +670,7 @@ def test_list_terms_failure_after_add_does_not_fail_the_add(xb, monkeypatch):
     index.pq = other.pq
     assert_distances_match_reconstruction(index, xq)
     same_as_table()
+    index.use_precomputed_table = 1  # the table, too, follows a replaced pq
+    index.search(xq, 10)
+    index.pq = trained_ivf(xb[::-1].copy()).pq
+    assert_distances_match_reconstruction(index, xq)
