@@ -47,6 +47,14 @@ static inline __mmask16 pqfast_live16(ptrdiff_t left)
 #define PQFAST_MULTIVERSION
 #endif
 
+/* Scalar table-lookup loops that GCC would otherwise vectorize across codes,
+ * emulating gathers with scalar loads and shuffles (2-3x slower here). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define PQFAST_NO_VECTORIZE __attribute__((optimize("no-tree-vectorize")))
+#else
+#define PQFAST_NO_VECTORIZE
+#endif
+
 #if defined(__GNUC__) && defined(__x86_64__)
 /* pqfast_dots with AVX-512, eight rows at a time: eight independent chains
  * of multiply-adds keep the loads of y (the only stream) going at one
@@ -678,29 +686,58 @@ static void pqfast_dot_tables(const float *x, ptrdiff_t ldx, ptrdiff_t nq,
  * Per group of eight sub-codes, four are split from one 32-bit load with
  * shifts and four are loaded as bytes, which balances ALU and load ports;
  * the eight table entries are summed as a tree, which keeps the chains of
- * dependent float additions short.  It is then bound by the table
- * loads, near the load-port limit of benchmarks/PERFORMANCE.md.  No heap logic
- * here: the caller filters the block against its threshold afterwards.  The
- * summation order is fixed, so results do not depend on threads. */
+ * dependent float additions short.  No heap logic here: the caller filters
+ * the block against its threshold afterwards.  The summation order is fixed
+ * (group sums added in m order), so results do not depend on threads or on
+ * which of the versions below runs. */
+static inline float pqfast_adc8_group(const float *t, const uint8_t *c)
+{
+    /* half the sub-codes split from a 32-bit word with shifts (ALU), half
+     * loaded as bytes (load ports): balances the two */
+    uint32_t w;
+    memcpy(&w, c, 4);
+    const float s01 = t[0 * 256 + (w & 255)] + t[1 * 256 + ((w >> 8) & 255)];
+    const float s23 = t[2 * 256 + ((w >> 16) & 255)] + t[3 * 256 + (w >> 24)];
+    const float s45 = t[4 * 256 + c[4]] + t[5 * 256 + c[5]];
+    const float s67 = t[6 * 256 + c[6]] + t[7 * 256 + c[7]];
+    return (s01 + s23) + (s45 + s67);
+}
+
+/* The loop for a fixed M: fully unrolled, with no inner loop or tail, it
+ * needs few enough registers that nothing spills per code.  One query over
+ * 9000 codes, M = 8: 17.6 -> 13.9 us in isolation, near the load-port limit
+ * (PERFORMANCE.md, optimization 43). */
+#define PQFAST_ADC8_FIXED(MM)                                                             \
+    PQFAST_NO_VECTORIZE static void pqfast_adc8_block_m##MM(                              \
+        const float *table, const uint8_t *codes, ptrdiff_t n, float base, float *out)    \
+    {                                                                                     \
+        for (ptrdiff_t i = 0; i < n; i++) {                                               \
+            const uint8_t *c = codes + i * MM;                                            \
+            float acc = 0;                                                                \
+            for (int m = 0; m < MM; m += 8)                                               \
+                acc += pqfast_adc8_group(table + m * 256, c + m);                         \
+            out[i] = base + acc;                                                          \
+        }                                                                                 \
+    }
+PQFAST_ADC8_FIXED(8)
+PQFAST_ADC8_FIXED(16)
+PQFAST_ADC8_FIXED(32)
+#undef PQFAST_ADC8_FIXED
+
 static inline void pqfast_adc8_block(const float *table, const uint8_t *codes,
                                      ptrdiff_t n, ptrdiff_t M, float base, float *out)
 {
+    switch (M) {
+    case 8: pqfast_adc8_block_m8(table, codes, n, base, out); return;
+    case 16: pqfast_adc8_block_m16(table, codes, n, base, out); return;
+    case 32: pqfast_adc8_block_m32(table, codes, n, base, out); return;
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         const uint8_t *c = codes + i * M;
         float acc = 0;
         ptrdiff_t m = 0;
-        for (; m + 8 <= M; m += 8) {
-            /* half the sub-codes split from a 32-bit word with shifts (ALU),
-             * half loaded as bytes (load ports): balances the two */
-            uint32_t w;
-            memcpy(&w, c + m, 4);
-            const float *t = table + m * 256;
-            float s01 = t[0 * 256 + (w & 255)] + t[1 * 256 + ((w >> 8) & 255)];
-            float s23 = t[2 * 256 + ((w >> 16) & 255)] + t[3 * 256 + (w >> 24)];
-            float s45 = t[4 * 256 + c[m + 4]] + t[5 * 256 + c[m + 5]];
-            float s67 = t[6 * 256 + c[m + 6]] + t[7 * 256 + c[m + 7]];
-            acc += (s01 + s23) + (s45 + s67);
-        }
+        for (; m + 8 <= M; m += 8)
+            acc += pqfast_adc8_group(table + m * 256, c + m);
         for (; m < M; m++)
             acc += table[m * 256 + c[m]];
         out[i] = base + acc;
