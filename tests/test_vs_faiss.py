@@ -84,6 +84,34 @@ def test_index_pq_same_centroids(rng, nbits, metric):
     same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+@pytest.mark.parametrize("M", [8, 12, 16, 24, 32])
+def test_index_pq_one_query_scan_per_m(rng, M, metric):
+    """One query at a time runs the scan loop written for its M (8, 16, 32)
+    or the generic one; both must give faiss's neighbours and exactly the
+    batch search's distances (the same additions in the same order)."""
+    d = 96
+    pq, _ = pq_pair(rng, d, M, 8)
+    xb = gaussian_mixture(rng, 2000, d)
+    xq = gaussian_mixture(rng, 20, d)
+    ours = pqfast.IndexPQ(d, M, 8, metric)
+    ours.pq.centroids = pq.centroids
+    theirs = faiss.IndexPQ(d, M, 8, metric)
+    faiss.copy_array_to_vector(pq.centroids.ravel(), theirs.pq.centroids)
+    theirs.is_trained = True
+    ours.add(xb)
+    theirs.add(xb)
+    D1 = np.empty((len(xq), 10), np.float32)
+    I1 = np.empty((len(xq), 10), np.int64)
+    for i in range(len(xq)):
+        D1[i], I1[i] = (r[0] for r in ours.search(xq[i : i + 1], 10))
+    Db, Ib = ours.search(xq, 10)
+    np.testing.assert_array_equal(D1, Db)
+    np.testing.assert_array_equal(I1, Ib)
+    D2, I2 = theirs.search(xq, 10)
+    same_ids_ties_aside(D1, I1, D2, I2, rtol=1e-5, atol=1e-4)
+
+
 def ivfpq_pair(rng, d, nlist, M, nbits, metric, xtrain, by_residual=True):
     """A faiss IndexIVFPQ trained on xtrain, and a pqfast one given its centroids.
 
