@@ -20,6 +20,7 @@ import threading
 import numpy as np
 from numpy.typing import NDArray
 
+from pqfast._kernels import _pq
 from pqfast._kernels._check import data_address
 from pqfast._threads import serial_blas
 
@@ -115,7 +116,6 @@ class CodeTerms:
         lists: NDArray[np.int64],
     ) -> None:
         """Terms of these lists: sum_m P[l, m, code_m] (list_term_table)."""
-        M, ksub = pq.M, pq.ksub
         sizes = invlists.sizes[lists]
         for i in lists[sizes == 0].tolist():
             self._terms[i] = None
@@ -123,11 +123,13 @@ class CodeTerms:
         lists = lists[sizes > 0]
         if lists.size == 0:
             return
-        table = list_term_table(pq, centroids[lists]).ravel()
-        rows = np.arange(M) * ksub
-        for j, i in enumerate(lists.tolist()):
-            idx = pq.unpack(invlists.get_codes(i)).astype(np.intp)
-            idx += rows + j * M * ksub
-            terms = np.ascontiguousarray(table[idx].sum(axis=1, dtype=np.float32))
-            self._terms[i] = terms
-            self.ptrs[i] = data_address(terms)
+        table = list_term_table(pq, centroids[lists])
+        terms = [np.empty(n, np.float32) for n in sizes[sizes > 0].tolist()]
+        ptrs = np.array([data_address(t) for t in terms], np.uint64)
+        code_ptrs, _, all_sizes = invlists.kernel_arrays()
+        _pq.code_sums(
+            table, lists, code_ptrs, all_sizes, invlists.code_size, pq.nbits, ptrs
+        )
+        for i, t, ptr in zip(lists.tolist(), terms, ptrs.tolist()):
+            self._terms[i] = t
+            self.ptrs[i] = ptr

@@ -392,6 +392,50 @@ def test_per_code_list_terms_follow_index_changes(xb, nlist, M):
     assert index.nbytes == index.invlists.nbytes + 4 * index.ntotal  # no table
 
 
+@pytest.mark.parametrize("nbits", [4, 6, 8])
+def test_per_code_list_terms_are_the_table_sums(xb, nbits):
+    """Each kept list term is sum_m P[l, m, code_m] (one kernel call for a
+    chunk of lists, reading the packed codes: 8-bit, 4-bit and the generic
+    bit stream), and bad kernel arguments raise rather than read astray."""
+    from pqfast._code_terms import list_term_table
+    from pqfast._kernels import _pq
+
+    index = pqfast.IndexIVFPQ(
+        pqfast.IndexFlatL2(xb.shape[1]), xb.shape[1], 16, 8, nbits
+    )
+    index.train(xb)
+    index.add(xb[:2000])
+    assert index._terms is not None
+    pq, inv = index.pq, index.invlists
+    table = list_term_table(pq, index.quantizer.reconstruct_n(0, 16))
+    for i in range(16):
+        idx = pq.unpack(inv.get_codes(i)).astype(np.intp)
+        want = table[i][np.arange(8), idx].sum(axis=1, dtype=np.float64)
+        got = index._terms._terms[i]
+        if want.size == 0:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    code_ptrs, _, sizes = inv.kernel_arrays()
+    lists = np.array([0], np.int64)
+    out = np.empty(int(sizes[0]), np.float32)
+    ptrs = np.array([out.ctypes.data], np.uint64)
+    _pq.code_sums(table[:1], lists, code_ptrs, sizes, inv.code_size, nbits, ptrs)
+    np.testing.assert_array_equal(out, index._terms._terms[0])
+    with pytest.raises(ValueError):
+        _pq.code_sums(
+            table[:1], lists + 16, code_ptrs, sizes, inv.code_size, nbits, ptrs
+        )
+    with pytest.raises(ValueError):
+        _pq.code_sums(
+            table[:1], lists, code_ptrs, sizes, inv.code_size + 1, nbits, ptrs
+        )
+    with pytest.raises(ValueError):
+        _pq.code_sums(
+            table[:1], lists, code_ptrs, sizes, inv.code_size, nbits, ptrs[:0]
+        )
+
+
 def test_fused_search_follows_index_changes(xb, monkeypatch):
     """The one-call path's cached kernel arguments (_fused_args) are rebuilt
     or stay valid after every change to what they are read from: each search

@@ -16,6 +16,7 @@ from scipy.linalg.cython_blas cimport sgemm
 
 
 cdef extern from "simd.h" nogil:
+    void pqfast_prefetch(const void* p, Py_ssize_t n)
     void pqfast_dots(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
                      float* out)
     void pqfast_dot_table(

@@ -1,7 +1,7 @@
 """Product-quantizer kernels: code assignment, bit packing, exhaustive ADC search."""
 
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.float cimport FLT_MAX, FLT_MIN
 from libc.string cimport memset
 
@@ -10,6 +10,7 @@ from pqfast._kernels._arrays cimport (
     I64,
     U8,
     U16,
+    U64,
     checked,
     dim,
     expect,
@@ -17,12 +18,15 @@ from pqfast._kernels._arrays cimport (
 )
 from pqfast._kernels._common cimport (
     Selector,
+    SCAN_BLOCK,
+    adc_block,
     gemm_abt,
     query_tables,
     heap_init,
     heap_sort,
     pqfast_count_le_fn,
     pqfast_count_le_impl,
+    pqfast_prefetch,
     pqfast_dot_table,
     pqfast_l2sq_cols_fn,
     pqfast_l2sq_cols_impl,
@@ -41,6 +45,7 @@ from pqfast._kernels._common cimport (
 
 cdef enum:
     QUERY_BLOCK = 8   # queries whose tables are built together (pqfast_dot_tables)
+    PREFETCH_ROWS = 8  # assign_direct asks for the sub-vector this many rows ahead
 
 
 cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
@@ -134,6 +139,9 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
         if l2sq2 != NULL:
             while i + 2 <= nr:
                 xs = xp + i * d + m * dsub
+                if i + PREFETCH_ROWS + 2 <= nr:
+                    pqfast_prefetch(xs + PREFETCH_ROWS * d, dsub * sizeof(float))
+                    pqfast_prefetch(xs + (PREFETCH_ROWS + 1) * d, dsub * sizeof(float))
                 l2sq2(xs, xs + d, cbt + m * dsub * ksub, dsub, ksub, dist, dist + ksub,
                       mins)
                 for r in range(2):
@@ -146,6 +154,8 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
                 i = i + 2
         while i < nr:
             xs = xp + i * d + m * dsub
+            if i + PREFETCH_ROWS < nr:
+                pqfast_prefetch(xs + PREFETCH_ROWS * d, dsub * sizeof(float))
             mn = l2sq(xs, cbt + m * dsub * ksub, dsub, ksub, dist)
             thr = mn + rel * mn + FLT_MIN  # FLT_MIN: subnormal rounding
             ip[i * M + m] = nearest_of(xs, cents + m * ksub * dsub, dsub, ksub,
@@ -377,3 +387,45 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         if nseg == 1:
             for i in range(nqb):
                 heap_sort(hd + i * k, hi_ + i * k, k)
+
+
+def code_sums(tables,     # IN  (nl, M, ksub) float32: table j for list lists[j]
+              lists,      # IN  (nl,) int64 list numbers
+              code_ptrs,  # IN  (nlist,) uint64 address of each list's packed codes
+              sizes,      # IN  (nlist,) int64 codes in each list
+              Py_ssize_t code_size, int nbits,
+              out_ptrs):  # IN  (nl,) uint64 address of sizes[lists[j]] float32s (OUT)
+    """out_j[i] = sum_m tables[j, m, code_i,m] for every code i of list lists[j]:
+    the ADC sums of the scan kernels, each one kept (the per-code list terms
+    of an IVF-PQ index, pqfast/_code_terms.py, which allocates the outputs)."""
+    cdef const float* tp = <const float*>checked(tables, F32, 3, False, "tables")
+    cdef const int64_t* lp = <const int64_t*>checked(lists, I64, 1, False, "lists")
+    cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False,
+                                                          "code_ptrs")
+    cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
+    cdef const uint64_t* optr = <const uint64_t*>checked(out_ptrs, U64, 1, False,
+                                                          "out_ptrs")
+    cdef Py_ssize_t nl = dim(tables, 0), M = dim(tables, 1), ksub = dim(tables, 2)
+    cdef Py_ssize_t nlist = dim(sizes, 0), total = 0
+    expect(1 <= nbits <= 16 and ksub == (1 << nbits)
+           and code_size == (M * nbits + 7) // 8, "nbits")
+    expect(dim(lists, 0) == nl and dim(out_ptrs, 0) == nl
+           and dim(code_ptrs, 0) == nlist, "shapes")
+    cdef Py_ssize_t j, l, b0, nb
+    for j in range(nl):
+        expect(0 <= lp[j] < nlist, "list numbers outside [0, nlist)")
+        expect(szp[lp[j]] == 0 or (cptr[lp[j]] != 0 and optr[j] != 0), "addresses")
+        total += szp[lp[j]]
+    cdef const uint8_t* codes
+    cdef float* out
+    for j in prange(nl, nogil=True, schedule="dynamic",
+                    num_threads=team_size(total, 4096, 0)):
+        l = lp[j]
+        codes = <const uint8_t*><uintptr_t>cptr[l]
+        out = <float*><uintptr_t>optr[j]
+        b0 = 0
+        while b0 < szp[l]:
+            nb = min(<Py_ssize_t>SCAN_BLOCK, szp[l] - b0)
+            adc_block(tp + j * M * ksub, NULL, codes + b0 * code_size, nb, code_size, M,
+                      nbits, ksub, 0, out + b0)
+            b0 = b0 + nb

@@ -47,6 +47,18 @@ static inline __mmask16 pqfast_live16(ptrdiff_t left)
 #define PQFAST_MULTIVERSION
 #endif
 
+/* Ask for the n bytes at p to be brought into the cache (a hint). */
+static inline void pqfast_prefetch(const void *p, ptrdiff_t n)
+{
+#if defined(__GNUC__)
+    for (ptrdiff_t o = 0; o < n; o += 64)
+        __builtin_prefetch((const char *)p + o);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* Scalar table-lookup loops that GCC would otherwise vectorize across codes,
  * emulating gathers with scalar loads and shuffles (2-3x slower here). */
 #if defined(__GNUC__) && !defined(__clang__)
