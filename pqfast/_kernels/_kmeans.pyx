@@ -9,7 +9,11 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 
 from pqfast._kernels._arrays cimport F32, F64, I64, checked, dim, expect
-from pqfast._kernels._common cimport team_size
+from pqfast._kernels._common cimport pqfast_prefetch, team_size
+
+
+cdef enum:
+    PREFETCH_POINTS = 4  # update_centroids asks for the point this many ahead
 
 
 def update_centroids(x,          # IN  (n, d) float32 points
@@ -48,6 +52,10 @@ def update_centroids(x,          # IN  (n, d) float32 points
             acc[j] = 0
         total = 0
         for i in range(sp[c], sp[c + 1]):
+            # points come in cluster order, scattered in x: without asking
+            # ahead, the loads of each row were 78 % of this loop (perf)
+            if i + PREFETCH_POINTS < n:
+                pqfast_prefetch(xp + op[i + PREFETCH_POINTS] * d, d * sizeof(float))
             row = xp + op[i] * d
             w = wtp[op[i]] if weighted else 1.0
             total = total + w
