@@ -124,12 +124,14 @@ class CodeTerms:
         if lists.size == 0:
             return
         table = list_term_table(pq, centroids[lists])
-        terms = [np.empty(n, np.float32) for n in sizes[sizes > 0].tolist()]
+        out_sizes = sizes[sizes > 0]
+        terms = [np.empty(n, np.float32) for n in out_sizes.tolist()]
         ptrs = np.array([data_address(t) for t in terms], np.uint64)
         code_ptrs, _, all_sizes = invlists.kernel_arrays()
         _pq.code_sums(
-            table, lists, code_ptrs, all_sizes, invlists.code_size, pq.nbits, ptrs
-        )
+            table, lists, code_ptrs, all_sizes, invlists.code_size, pq.nbits, ptrs,
+            out_sizes,
+        )  # fmt: skip
         for i, t, ptr in zip(lists.tolist(), terms, ptrs.tolist()):
             self._terms[i] = t
             self.ptrs[i] = ptr

@@ -269,7 +269,8 @@ class IndexIVF:
 
     # ---------------------------------------------------------------- adding
     def add(self, x: ArrayLike) -> None:
-        """Add vectors with sequential ids that never collide with stored ones."""
+        """Add vectors with sequential ids that never collide with stored ones
+        (through ``_add``, as add_with_ids, not through add_with_ids itself)."""
         self._check_trained("add")
         x = check_vectors(x, self.d)
         self._add(x, np.arange(self._next_id, self._next_id + x.shape[0]))

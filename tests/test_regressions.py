@@ -417,23 +417,32 @@ def test_per_code_list_terms_are_the_table_sums(xb, nbits):
         else:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     code_ptrs, _, sizes = inv.kernel_arrays()
-    lists = np.array([0], np.int64)
-    out = np.empty(int(sizes[0]), np.float32)
+    first = int(np.flatnonzero(sizes)[0])
+    lists = np.array([first], np.int64)
+    n = sizes[lists].copy()
+    out = np.empty(int(n[0]), np.float32)
     ptrs = np.array([out.ctypes.data], np.uint64)
-    _pq.code_sums(table[:1], lists, code_ptrs, sizes, inv.code_size, nbits, ptrs)
-    np.testing.assert_array_equal(out, index._terms._terms[0])
-    with pytest.raises(ValueError):
-        _pq.code_sums(
-            table[:1], lists + 16, code_ptrs, sizes, inv.code_size, nbits, ptrs
-        )
-    with pytest.raises(ValueError):
-        _pq.code_sums(
-            table[:1], lists, code_ptrs, sizes, inv.code_size + 1, nbits, ptrs
-        )
-    with pytest.raises(ValueError):
-        _pq.code_sums(
-            table[:1], lists, code_ptrs, sizes, inv.code_size, nbits, ptrs[:0]
-        )
+    args = (code_ptrs, sizes, inv.code_size, nbits)
+    _pq.code_sums(table[first : first + 1], lists, *args, ptrs, n)
+    np.testing.assert_array_equal(out, index._terms._terms[first])
+    bad = [
+        (lists + 16, code_ptrs, sizes, inv.code_size, nbits, ptrs, n),  # list number
+        (lists, code_ptrs, sizes, inv.code_size + 1, nbits, ptrs, n),  # code size
+        (lists, code_ptrs, sizes, inv.code_size, nbits, ptrs[:0], n),  # shapes
+        (
+            lists,
+            code_ptrs,
+            sizes,
+            inv.code_size,
+            nbits,
+            ptrs,
+            n - 1,
+        ),  # output too short
+        (lists, code_ptrs, sizes, inv.code_size, nbits, ptrs * 0, n),  # null output
+    ]
+    for a in bad:
+        with pytest.raises(ValueError):
+            _pq.code_sums(table[first : first + 1], *a)
 
 
 def test_fused_search_follows_index_changes(xb, monkeypatch):

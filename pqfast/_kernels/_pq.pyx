@@ -394,10 +394,13 @@ def code_sums(tables,     # IN  (nl, M, ksub) float32: table j for list lists[j]
               code_ptrs,  # IN  (nlist,) uint64 address of each list's packed codes
               sizes,      # IN  (nlist,) int64 codes in each list
               Py_ssize_t code_size, int nbits,
-              out_ptrs):  # IN  (nl,) uint64 address of sizes[lists[j]] float32s (OUT)
+              out_ptrs,   # IN  (nl,) uint64 address of output j: out_sizes[j] float32s (OUT)
+              out_sizes):  # IN  (nl,) int64 floats at out_ptrs[j]; must equal sizes[lists[j]]
     """out_j[i] = sum_m tables[j, m, code_i,m] for every code i of list lists[j]:
     the ADC sums of the scan kernels, each one kept (the per-code list terms
-    of an IVF-PQ index, pqfast/_code_terms.py, which allocates the outputs)."""
+    of an IVF-PQ index, pqfast/_code_terms.py, which allocates the outputs).
+    Each output's length is checked against its list's size before any
+    write, and the checked lengths are what the loop uses."""
     cdef const float* tp = <const float*>checked(tables, F32, 3, False, "tables")
     cdef const int64_t* lp = <const int64_t*>checked(lists, I64, 1, False, "lists")
     cdef const uint64_t* cptr = <const uint64_t*>checked(code_ptrs, U64, 1, False,
@@ -405,27 +408,29 @@ def code_sums(tables,     # IN  (nl, M, ksub) float32: table j for list lists[j]
     cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
     cdef const uint64_t* optr = <const uint64_t*>checked(out_ptrs, U64, 1, False,
                                                           "out_ptrs")
+    cdef const int64_t* osz = <const int64_t*>checked(out_sizes, I64, 1, False,
+                                                       "out_sizes")
     cdef Py_ssize_t nl = dim(tables, 0), M = dim(tables, 1), ksub = dim(tables, 2)
     cdef Py_ssize_t nlist = dim(sizes, 0), total = 0
     expect(1 <= nbits <= 16 and ksub == (1 << nbits)
            and code_size == (M * nbits + 7) // 8, "nbits")
-    expect(dim(lists, 0) == nl and dim(out_ptrs, 0) == nl
+    expect(dim(lists, 0) == nl and dim(out_ptrs, 0) == nl and dim(out_sizes, 0) == nl
            and dim(code_ptrs, 0) == nlist, "shapes")
-    cdef Py_ssize_t j, l, b0, nb
+    cdef Py_ssize_t j, b0, nb
     for j in range(nl):
         expect(0 <= lp[j] < nlist, "list numbers outside [0, nlist)")
-        expect(szp[lp[j]] == 0 or (cptr[lp[j]] != 0 and optr[j] != 0), "addresses")
-        total += szp[lp[j]]
+        expect(osz[j] == szp[lp[j]], "output sizes differ from the list sizes")
+        expect(osz[j] == 0 or (cptr[lp[j]] != 0 and optr[j] != 0), "addresses")
+        total += osz[j]
     cdef const uint8_t* codes
     cdef float* out
     for j in prange(nl, nogil=True, schedule="dynamic",
                     num_threads=team_size(total, 4096, 0)):
-        l = lp[j]
-        codes = <const uint8_t*><uintptr_t>cptr[l]
+        codes = <const uint8_t*><uintptr_t>cptr[lp[j]]
         out = <float*><uintptr_t>optr[j]
         b0 = 0
-        while b0 < szp[l]:
-            nb = min(<Py_ssize_t>SCAN_BLOCK, szp[l] - b0)
+        while b0 < osz[j]:
+            nb = min(<Py_ssize_t>SCAN_BLOCK, osz[j] - b0)
             adc_block(tp + j * M * ksub, NULL, codes + b0 * code_size, nb, code_size, M,
                       nbits, ksub, 0, out + b0)
             b0 = b0 + nb

@@ -47,12 +47,15 @@ static inline __mmask16 pqfast_live16(ptrdiff_t left)
 #define PQFAST_MULTIVERSION
 #endif
 
-/* Ask for the n bytes at p to be brought into the cache (a hint). */
+/* Ask for the n bytes at p to be brought into the cache (a hint): every
+ * 64-byte line they touch, also when p is not on a line boundary.  (Not on
+ * MSVC, where it does nothing.) */
 static inline void pqfast_prefetch(const void *p, ptrdiff_t n)
 {
 #if defined(__GNUC__)
-    for (ptrdiff_t o = 0; o < n; o += 64)
-        __builtin_prefetch((const char *)p + o);
+    const uintptr_t first = (uintptr_t)p & ~(uintptr_t)63;
+    for (uintptr_t a = first; a < (uintptr_t)p + (uintptr_t)n; a += 64)
+        __builtin_prefetch((const void *)a);
 #else
     (void)p;
     (void)n;
@@ -60,7 +63,9 @@ static inline void pqfast_prefetch(const void *p, ptrdiff_t n)
 }
 
 /* Scalar table-lookup loops that GCC would otherwise vectorize across codes,
- * emulating gathers with scalar loads and shuffles (2-3x slower here). */
+ * emulating gathers with scalar loads and shuffles (2-3x slower here).  Only
+ * GCC's attribute is used (the build's compiler, measured); other compilers
+ * get the loops as written. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define PQFAST_NO_VECTORIZE __attribute__((optimize("no-tree-vectorize")))
 #else
