@@ -120,11 +120,11 @@ class CodeTerms:
         for i in lists[sizes == 0].tolist():
             self._terms[i] = None
             self.ptrs[i] = 0
-        lists = lists[sizes > 0]
+        kept = sizes > 0
+        lists, out_sizes = lists[kept], sizes[kept]
         if lists.size == 0:
             return
         table = list_term_table(pq, centroids[lists])
-        out_sizes = sizes[sizes > 0]
         terms = [np.empty(n, np.float32) for n in out_sizes.tolist()]
         ptrs = np.array([data_address(t) for t in terms], np.uint64)
         code_ptrs, _, all_sizes = invlists.kernel_arrays()

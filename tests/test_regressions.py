@@ -422,27 +422,24 @@ def test_per_code_list_terms_are_the_table_sums(xb, nbits):
     n = sizes[lists].copy()
     out = np.empty(int(n[0]), np.float32)
     ptrs = np.array([out.ctypes.data], np.uint64)
-    args = (code_ptrs, sizes, inv.code_size, nbits)
-    _pq.code_sums(table[first : first + 1], lists, *args, ptrs, n)
+
+    def call(lists=lists, code_size=inv.code_size, ptrs=ptrs, n=n):
+        _pq.code_sums(
+            table[first : first + 1], lists, code_ptrs, sizes, code_size, nbits, ptrs, n
+        )
+
+    call()
     np.testing.assert_array_equal(out, index._terms._terms[first])
     bad = [
-        (lists + 16, code_ptrs, sizes, inv.code_size, nbits, ptrs, n),  # list number
-        (lists, code_ptrs, sizes, inv.code_size + 1, nbits, ptrs, n),  # code size
-        (lists, code_ptrs, sizes, inv.code_size, nbits, ptrs[:0], n),  # shapes
-        (
-            lists,
-            code_ptrs,
-            sizes,
-            inv.code_size,
-            nbits,
-            ptrs,
-            n - 1,
-        ),  # output too short
-        (lists, code_ptrs, sizes, inv.code_size, nbits, ptrs * 0, n),  # null output
+        {"lists": lists + 16},  # list number
+        {"code_size": inv.code_size + 1},  # code size
+        {"ptrs": ptrs[:0]},  # shapes
+        {"n": n - 1},  # output too short
+        {"ptrs": ptrs * 0},  # null output
     ]
-    for a in bad:
+    for kwargs in bad:
         with pytest.raises(ValueError):
-            _pq.code_sums(table[first : first + 1], *a)
+            call(**kwargs)
 
 
 def test_fused_search_follows_index_changes(xb, monkeypatch):
