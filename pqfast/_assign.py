@@ -9,7 +9,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._kernels import _pq
-from pqfast._search import scratch
 from pqfast._threads import omp_get_max_threads, serial_blas
 
 # Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
@@ -58,7 +57,7 @@ def nearest(
     # only the GEMM path calls BLAS (from OpenMP threads)
     with serial_blas() if not direct else contextlib.nullcontext():
         _pq.assign_codes(
-            x, cents, cbt, ynorm, chunk, direct, 2, scratch(chunk * ksub), idx,
+            x, cents, cbt, ynorm, chunk, direct, 2, idx,
             _NO_MINS if mins is None else mins,
         )  # fmt: skip
     return idx

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from pqfast._kernels import _range
 from pqfast._kernels._check import data_address
 from pqfast._metrics import METRIC_L2
-from pqfast._search import n_segments, scratch
+from pqfast._search import n_segments
 
 RangeResult = tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.int64]]
 NO_CODEBOOK = (
@@ -56,11 +56,9 @@ def run(
     cbt, ynorm, precomp, centroids, nbits, terms = codebook
     code_ptrs, id_ptrs, id0s, sizes = lists
     l2 = metric == METRIC_L2
-    mk = cbt.shape[0] * cbt.shape[2]
     lims, D, I = _range.range_search(
         x, probes, coarse, cbt, ynorm, precomp, centroids, code_ptrs, id_ptrs, id0s,
-        sizes, code_size, nbits, l2, nseg, radius if l2 else -radius, sel,
-        scratch(2 * mk + _range.BLOCK), terms,
+        sizes, code_size, nbits, l2, nseg, radius if l2 else -radius, sel, terms,
     )  # fmt: skip
     if not l2:
         np.negative(D, out=D)

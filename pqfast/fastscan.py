@@ -9,7 +9,6 @@ from pqfast._blocks import BLOCK, BlockCodes
 from pqfast._kernels import _fastscan
 from pqfast._kernels._check import data_address
 from pqfast._metrics import METRIC_L2
-from pqfast._search import scratch
 from pqfast._validation import (
     check_key,
     check_positive_int,
@@ -70,8 +69,7 @@ class IndexPQFastScan(PQCodesIndex):
         pq = self.pq
         _fastscan.pq4_search(
             x, pq._cbt, pq._ynorm, self._codes.blocks.view(), self.ntotal,
-            self.metric_type == METRIC_L2, nseg, True, sel,
-            scratch(_fastscan.work_columns(pq.M, D.shape[1])), D, I,
+            self.metric_type == METRIC_L2, nseg, True, sel, D, I,
         )  # fmt: skip
 
     def reconstruct_n(self, i0: int = 0, n: int | None = None) -> NDArray[np.float32]:
@@ -132,10 +130,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
     def _fused_kernel(self, x, nprobe, args, terms, sel, D, I) -> None:  # noqa: ANN001
         """IndexIVFPQ's one-call path (coarse search and list scan in one
         kernel call, for few queries) with the fast-scan kernel."""
-        _fastscan.ivfpq4_search_flat(
-            x, nprobe, *args, True, sel,
-            scratch(_fastscan.work_columns(self.pq.M, D.shape[1])), D, I,
-        )  # fmt: skip
+        _fastscan.ivfpq4_search_flat(x, nprobe, *args, True, sel, D, I)
 
     def _range_lists(self, probes: NDArray[np.int64]) -> tuple:
         """The range kernel reads flat codes: the probed lists are unpacked (a
@@ -166,7 +161,7 @@ class IndexIVFPQFastScan(IndexIVFPQ):
         _fastscan.ivfpq4_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             block_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
-            True, sel, scratch(_fastscan.work_columns(pq.M, D.shape[1])), D, I,
+            True, sel, D, I,
         )  # fmt: skip
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ from pqfast import _range_search
 from pqfast._kernels import _topk
 from pqfast._kernels._check import is_float32_rows
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
-from pqfast._search import finish, n_segments, result_arrays, scratch
+from pqfast._search import finish, n_segments, result_arrays
 from pqfast._storage import RowBuffer
 from pqfast._threads import serial_blas
 from pqfast._validation import (
@@ -93,10 +93,8 @@ def _knn(
     # threads itself only above _BLAS_SERIAL_FLOPS: otherwise skip the pinning.
     use_blas = qb > 4 and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
     with serial_blas() if use_blas else nullcontext():
-        bb = max(
-            1, min(_BASE_BLOCK, nb)
-        )  # scratch sized to use: no 1 MiB mmap per query
-        _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, sel, scratch(qb * bb), D, I)
+        bb = max(1, min(_BASE_BLOCK, nb))  # scratch sized to use: no 1 MiB per query
+        _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, sel, D, I)
     return finish(D, I, nseg, metric)
 
 

@@ -9,7 +9,7 @@ from pqfast import _range_search
 from pqfast._code_terms import CodeTerms, list_term_table
 from pqfast._kernels import _ivf
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
-from pqfast._search import finish, n_segments, result_arrays, scratch
+from pqfast._search import finish, n_segments, result_arrays
 from pqfast._threads import serial_blas
 from pqfast._validation import (
     IdNotFoundError,
@@ -765,9 +765,8 @@ class IndexIVFPQ(IndexIVF):
         _ivf.ivfpq_search(
             x, probes, base, pq._cbt, pq._ynorm, precomp, self._coarse_centroids(),
             *self.invlists.kernel_arrays(), self.code_size, pq.nbits,
-            self.metric_type == METRIC_L2, nseg, sel,
-            scratch(_ivf.work_columns(pq.M, pq.ksub)), D, I,
-            pq._centroids, self._by_residual, DIRECT_SCORING, terms=terms,
+            self.metric_type == METRIC_L2, nseg, sel, D, I, pq._centroids,
+            self._by_residual, DIRECT_SCORING, terms=terms,
         )  # fmt: skip
 
     def _range_codebook(self) -> tuple:
@@ -909,7 +908,7 @@ class IndexIVFFlat(IndexIVF):
         code_ptrs, id_ptrs, sizes = self.invlists.kernel_arrays()
         _ivf.ivfflat_search(
             x, probes, code_ptrs, id_ptrs, sizes, self.metric_type == METRIC_L2, nseg,
-            sel, scratch(256), D, I,
+            sel, D, I,
         )  # fmt: skip
 
     def _range_codebook(self) -> tuple:

@@ -9,7 +9,7 @@ from pqfast import _range_search
 from pqfast._assign import nearest
 from pqfast._kernels import _pq
 from pqfast._metrics import METRIC_L2
-from pqfast._search import finish, n_segments, result_arrays, scratch
+from pqfast._search import finish, n_segments, result_arrays
 from pqfast._storage import RowBuffer
 from pqfast._threads import serial_blas
 from pqfast._validation import (
@@ -344,8 +344,7 @@ class IndexPQ(PQCodesIndex):
         pq = self.pq
         _pq.pq_search(
             x, pq._cbt, pq._ynorm, self._codes.view(), pq.nbits,
-            self.metric_type == METRIC_L2, nseg, sel, 2,
-            scratch(_pq.work_columns(pq.M, pq.ksub)), D, I,
+            self.metric_type == METRIC_L2, nseg, sel, 2, D, I,
         )  # fmt: skip
 
     def reconstruct(self, key: int) -> NDArray[np.float32]:

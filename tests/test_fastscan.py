@@ -280,7 +280,7 @@ def test_search_kernels_simd_match_portable(pair, real_split):
     """The SIMD block filter and exact re-scoring (AVX-512 permutes) return
     exactly what the portable versions return, with and without a selector."""
     from pqfast._kernels import _fastscan
-    from pqfast._search import result_arrays, scratch
+    from pqfast._search import result_arrays
     from pqfast.selectors import selector_args
 
     fs, _ = pair
@@ -295,8 +295,7 @@ def test_search_kernels_simd_match_portable(pair, real_split):
             _fastscan.pq4_search(
                 xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal,
                 fs.metric_type == pqfast.METRIC_L2, 1, simd,
-                selector_args(pqfast.SearchParameters(sel=sel)),
-                scratch(_fastscan.work_columns(pq.M, D.shape[1])), D, I,
+                selector_args(pqfast.SearchParameters(sel=sel)), D, I,
             )  # fmt: skip
             out.append((D, I))
         for a, b in zip(*out):
@@ -309,7 +308,7 @@ def test_search_simd_matches_portable_with_large_norms():
     codes it dropped can score <= the threshold.  The AVX-512 re-scoring used
     to return them anyway, and 8 % of the results here differed from the
     portable search."""
-    from pqfast._search import result_arrays, scratch
+    from pqfast._search import result_arrays
     from pqfast.selectors import selector_args
 
     rng = np.random.default_rng(0)
@@ -325,8 +324,7 @@ def test_search_simd_matches_portable_with_large_norms():
             D, I = result_arrays(xq.shape[0], k)
             _fastscan.pq4_search(
                 xq, pq._cbt, pq._ynorm, fs._codes.blocks.view(), fs.ntotal, True, 1,
-                simd, selector_args(None), scratch(_fastscan.work_columns(pq.M, k)),
-                D, I,
+                simd, selector_args(None), D, I,
             )  # fmt: skip
             out.append((D, I))
         for a, b in zip(*out):

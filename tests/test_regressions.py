@@ -173,7 +173,6 @@ def _assign(pq, x, direct, simd, chunk=7):
     from pqfast._kernels import _pq
 
     idx = np.empty((x.shape[0], pq.M), np.uint16)
-    work = np.empty((2, chunk * pq.ksub), np.float32)
     cents = np.ascontiguousarray(pq.centroids)
     cbt = np.ascontiguousarray(cents.transpose(0, 2, 1))
     ynorm = np.einsum("mkd,mkd->mk", cents, cents)
@@ -185,7 +184,6 @@ def _assign(pq, x, direct, simd, chunk=7):
         chunk,
         direct,
         simd,
-        work,
         idx,
         np.empty((0, 0), np.float32),
     )
@@ -284,7 +282,7 @@ def _pq_kernel_search(index, x, k, simd, sel=None):
     """IndexPQ's search kernel at a given SIMD level of its multi-query scan
     (L2 results, one segment)."""
     from pqfast._kernels import _pq
-    from pqfast._search import result_arrays, scratch
+    from pqfast._search import result_arrays
     from pqfast.selectors import selector_args
 
     pq = index.pq
@@ -292,7 +290,7 @@ def _pq_kernel_search(index, x, k, simd, sel=None):
     params = None if sel is None else pqfast.SearchParameters(sel=sel)
     _pq.pq_search(
         x, pq._cbt, pq._ynorm, index._codes.view(), pq.nbits, True, 1,
-        selector_args(params), simd, scratch(_pq.work_columns(pq.M, pq.ksub)), D, I,
+        selector_args(params), simd, D, I,
     )  # fmt: skip
     return D, I
 
@@ -645,10 +643,7 @@ def test_direct_assignment_mins_two_rows_and_one_row(ksub, dsub):
         for chunk in (1, 7):
             idx = np.empty((n, M), np.uint16)
             mins = np.full((n, M), np.nan, np.float32)
-            work = np.empty((2, chunk * ksub), np.float32)
-            _pq.assign_codes(
-                x, cents, cbt, ynorm, chunk, True, simd, work, idx, mins
-            )  # fmt: skip
+            _pq.assign_codes(x, cents, cbt, ynorm, chunk, True, simd, idx, mins)
             got[chunk] = idx, mins
         np.testing.assert_array_equal(got[1][0], got[7][0])
         np.testing.assert_array_equal(got[1][1], got[7][1])

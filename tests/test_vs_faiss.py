@@ -175,7 +175,7 @@ def test_ivfpq_same_centroids(rng, nbits, metric):
 def direct_kernel(index, x, k, simd):
     """index.search(x, k) through _ivf.ivfpq_search at a given SIMD level."""
     from pqfast._kernels import _ivf
-    from pqfast._search import finish, result_arrays, scratch
+    from pqfast._search import finish, result_arrays
     from pqfast.ivf import DIRECT_SCORING
     from pqfast.selectors import selector_args
 
@@ -185,8 +185,8 @@ def direct_kernel(index, x, k, simd):
     _ivf.ivfpq_search(
         x, probes, base, pq._cbt, pq._ynorm, index._precomputed_table(),
         index._coarse_centroids(), *index.invlists.kernel_arrays(), index.code_size,
-        8, index.metric_type == pqfast.METRIC_L2, 1, selector_args(None),
-        scratch(_ivf.work_columns(pq.M, pq.ksub)), D, I, pq._centroids,
+        8, index.metric_type == pqfast.METRIC_L2, 1, selector_args(None), D, I,
+        pq._centroids,
         index.by_residual, DIRECT_SCORING, simd,
     )  # fmt: skip
     return finish(D, I, 1, index.metric_type)

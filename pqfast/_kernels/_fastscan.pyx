@@ -44,6 +44,8 @@ from pqfast._kernels._common cimport (
     heap_chunk,
     nearest_lists,
     team_size,
+    thread_rows,
+    omp_get_max_threads,
 )
 
 
@@ -175,7 +177,7 @@ cdef struct Reservoir:
     uint32_t qthr
 
 
-def work_columns(Py_ssize_t M, Py_ssize_t k):
+cdef inline Py_ssize_t work_columns(Py_ssize_t M, Py_ssize_t k) noexcept nogil:
     """Scratch floats per thread of pq4_search / ivfpq4_search: the float
     tables (2 M * 16), the 8-bit table (M * 4 floats, in a region of M * 16 +
     16 that once also held block sums), and for large k a Reservoir (a
@@ -375,35 +377,36 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
                blocks,     # IN  (nblocks, M * 16) uint8 packed codes
                Py_ssize_t ntotal, bint l2, Py_ssize_t nseg, bint simd,
                sel,        # IN  id filter (kind, lo, hi, sorted ids)
-               work,       # SCRATCH (n_threads, >= work_columns(M, k)) float32
                D,          # OUT (nq * nseg, k) float32
                I):         # OUT (nq * nseg, k) int64
-    """Exhaustive 4-bit fast-scan search; rows sorted when nseg == 1."""
+    """Exhaustive 4-bit fast-scan search; rows sorted when nseg == 1.
+    Scratch space: work_columns(M, k) floats a thread."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
     cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
     cdef const uint8_t* bp = <const uint8_t*>checked(blocks, U8, 2, False, "blocks")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), nblocks = dim(blocks, 0)
-    cdef Py_ssize_t wcols = dim(work, 1), n_items = nq * nseg
+    cdef Py_ssize_t wcols, n_items = nq * nseg
     expect(dim(cbt, 2) == 16 and M * dsub == d and dim(ynorm, 0) == M
            and dim(ynorm, 1) == 16, "codebook")
     expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, k), "shapes")
+           and dim(I, 1) == k and k >= 1, "shapes")
     cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0,
                                                                 k >= RESERVOIR_MIN_K)
     cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
     cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
     cdef Selector selector = make_selector(sel)
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef Py_ssize_t w, q, s, b0, b1
     cdef float base, scale, bias
     cdef float* table
     cdef Reservoir* res
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, work_columns(M, k), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
@@ -428,6 +431,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
                         Dp + w * k, Ip + w * k, k, &selector, NULL)
             if nseg == 1:
                 heap_sort(Dp + w * k, Ip + w * k, k)
+    free(block)
 
 
 cdef struct FsLists:
@@ -520,28 +524,29 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                   sizes,      # IN  (nlist,) int64 entries per list
                   bint l2, Py_ssize_t nseg, bint simd,
                   sel,        # IN  id filter (kind, lo, hi, sorted ids)
-                  work,       # SCRATCH (n_threads, >= work_columns(M, k)) float32
                   D,          # OUT (nq * nseg, k) float32
                   I):         # OUT (nq * nseg, k) int64
     """IVF 4-bit fast scan: per probed list, the list's float table (as in
     _ivf.ivfpq_search) is quantized and the list's blocks are scanned; work
-    item w is query w // nseg over its probe segment w % nseg."""
+    item w is query w // nseg over its probe segment w % nseg.  Scratch
+    space: work_columns(M, k) floats a thread."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
     cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
-    cdef Py_ssize_t k = dim(D, 1), n_items = nq * nseg, wcols = dim(work, 1)
+    cdef Py_ssize_t k = dim(D, 1), n_items = nq * nseg, wcols
     cdef FsLists L = checked_fs_lists(cbt, ynorm, precomp, centroids, block_ptrs,
                                       id_ptrs, sizes, d, l2, simd)
     check_probes(probes, coarse, nq, L.nlist)
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(L.M, k), "shapes")
+           and dim(I, 1) == k and k >= 1, "shapes")
     cdef Py_ssize_t w, q, s
     cdef Selector selector = make_selector(sel)
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, work_columns(L.M, k), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
@@ -551,6 +556,7 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
                      nprobe * s // nseg, nprobe * (s + 1) // nseg,
                      wp + threadid() * wcols, Dp + w * k, Ip + w * k, k, nseg == 1,
                      &selector)
+    free(block)
 
 
 def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
@@ -558,7 +564,7 @@ def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
                        cnorms,  # IN  (nlist,) ||c||^2 of the coarse centroids
                        cbt, ynorm, precomp, centroids, block_ptrs, id_ptrs, sizes,
                        Py_ssize_t code_size, int nbits, bint l2, bint simd,
-                       sel, work, D, I):  # as for ivfpq4_search, D and I (nq, k)
+                       sel, D, I):  # as for ivfpq4_search, D and I (nq, k)
     """ivfpq4_search for a flat coarse quantizer of the index's metric, whose
     centroids are `centroids`: each query's coarse search (the flat
     quantizer's arithmetic, _common.nearest_lists) and list scan in one call,
@@ -566,36 +572,35 @@ def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
     those of 4-bit codes (the arguments are IndexIVFPQ's)."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
-    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1), wcols = dim(work, 1)
+    cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1), wcols
     cdef FsLists L = checked_fs_lists(cbt, ynorm, precomp, centroids, block_ptrs,
                                       id_ptrs, sizes, d, l2, simd)
     expect(nbits == 4 and code_size == (L.M * 4 + 7) // 8, "nbits")
     expect(dim(cnorms, 0) == L.nlist, "centroid norms")
     expect(1 <= nprobe <= L.nlist, "nprobe")
-    expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1
-           and wcols >= work_columns(L.M, k), "shapes")
+    expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1, "shapes")
     cdef Selector selector = make_selector(sel)
-    cdef int nt = <int>min(dim(work, 0), <Py_ssize_t>team_size(nq, 1, 0))
-    # Per thread: the coarse distances and the probe heap (terms, list numbers)
-    cdef Py_ssize_t ccols = L.nlist + nprobe
-    cdef float* cw = <float*>malloc(nt * ccols * sizeof(float))
+    cdef int nt = team_size(nq, 1, 0)
+    # Per thread: the scan's scratch, then the coarse distances and the probe
+    # heap (terms, list numbers)
+    cdef Py_ssize_t fcols = work_columns(L.M, k)
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, fcols + L.nlist + nprobe, &wcols)
     cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
-    if cw == NULL or pip == NULL:
-        free(cw)
-        free(pip)
+    if pip == NULL:
+        free(block)
         raise MemoryError()
     cdef Py_ssize_t q
-    cdef float* pd
+    cdef float* w
     cdef int64_t* pi
     for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
-        pd = cw + threadid() * ccols
+        w = wp + threadid() * wcols
         pi = pip + threadid() * nprobe
-        nearest_lists(xp + q * d, L.centroids, cnp, L.nlist, d, l2, pd + nprobe, pd,
-                      pi, nprobe)
-        search_lists(&L, xp + q * d, pi, pd, 0, nprobe, wp + threadid() * wcols,
-                     Dp + q * k, Ip + q * k, k, True, &selector)
-    free(cw)
+        nearest_lists(xp + q * d, L.centroids, cnp, L.nlist, d, l2, w + fcols + nprobe,
+                      w + fcols, pi, nprobe)
+        search_lists(&L, xp + q * d, pi, w + fcols, 0, nprobe, w, Dp + q * k, Ip + q * k,
+                     k, True, &selector)
+    free(block)
     free(pip)

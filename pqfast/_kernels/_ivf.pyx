@@ -61,6 +61,7 @@ from pqfast._kernels._common cimport (
     nearest_lists,
     team_size,
     omp_get_max_threads,
+    thread_rows,
 )
 
 
@@ -78,7 +79,7 @@ cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
     return QUERY_BLOCK if ksub <= 256 else 1
 
 
-def work_columns(Py_ssize_t M, Py_ssize_t ksub):
+cdef inline Py_ssize_t work_columns(Py_ssize_t M, Py_ssize_t ksub) noexcept nogil:
     """Scratch floats per thread that ivfpq_search needs: the query tables of
     a block and one list table."""
     return (max_block(ksub) + 1) * M * ksub
@@ -264,7 +265,6 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                  sizes,        # IN  (nlist,) int64 entries per list
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
                  sel,          # IN  id filter (selectors.py)
-                 work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
                  D,            # OUT (nq * nseg, k) float32
                  I,            # OUT (nq * nseg, k) int64
                  cents=None,   # IN  (M, ksub, dsub) float32 codebook: with direct,
@@ -277,12 +277,12 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     With nseg == 1 the rows come out sorted; otherwise they are heaps for
     merge_heaps.  Every shape and every list number is checked here, with the
     GIL held; the list arrays behind code_ptrs/id_ptrs are the caller's
-    (ArrayInvertedLists keeps them in step with sizes).
+    (ArrayInvertedLists keeps them in step with sizes).  Scratch space:
+    work_columns(M, ksub) floats a thread.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
     cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
@@ -290,13 +290,12 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                                  sizes, d, code_size, nbits, l2, cents, by_residual,
                                  direct, simd, terms)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), mk = L.M * L.ksub
-    cdef Py_ssize_t wcols = dim(work, 1), rows = nq * nseg
+    cdef Py_ssize_t wcols, rows = nq * nseg
     check_probes(probes, coarse, nq, nlist)
     expect(nseg >= 1 and dim(D, 0) == rows and dim(I, 0) == rows
            and dim(I, 1) == k and k >= 1, "heap shapes")
-    expect(wcols >= (max_block(L.ksub) + 1) * mk, "work")
     cdef Py_ssize_t w, q, s, i, q0, nqb
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef Selector selector = make_selector(sel)
     # Work item w: queries q0 .. q0 + nqb - 1 (a block whose tables are built
     # together, reading the codebook once), probe segment w % nseg.  Blocks
@@ -308,6 +307,8 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef int64_t* hi
     cdef bint tables
     cdef Py_ssize_t excess
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, work_columns(L.M, L.ksub), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
@@ -343,6 +344,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
                            hd, hi, k, &selector)
             if nseg == 1:
                 heap_sort(hd, hi, k)
+    free(block)
 
 
 def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
@@ -377,12 +379,12 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     cdef int nt = team_size(nq, 1, 0)
     # Per thread: the query table, a list table, the coarse distances and
     # the probe heap's terms (floats), and the probe heap's list numbers.
-    cdef Py_ssize_t wcols = 2 * mk + nlist + nprobe
-    cdef float* wp = <float*>malloc(nt * wcols * sizeof(float))
+    cdef Py_ssize_t wcols
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, 2 * mk + nlist + nprobe, &wcols)
     cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
-    if wp == NULL or pip == NULL:
-        free(wp)
-        free(pip)
+    if pip == NULL:
+        free(block)
         raise MemoryError()
     cdef Py_ssize_t q, t
     cdef float* w
@@ -414,7 +416,7 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
             else:
                 scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp, Ip, k, &selector)
             heap_sort(Dp, Ip, k)
-        free(wp)
+        free(block)
         free(pip)
         return
     for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
@@ -434,7 +436,7 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
             scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp + q * k, Ip + q * k, k,
                        &selector)
         heap_sort(Dp + q * k, Ip + q * k, k)
-    free(wp)
+    free(block)
     free(pip)
 
 
@@ -445,7 +447,6 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
                    sizes,      # IN  (nlist,) int64 entries per list
                    bint l2, Py_ssize_t nseg,
                    sel,        # IN  id filter (kind, lo, hi, sorted ids)
-                   work,       # SCRATCH (n_threads, >= 256) float32
                    D,          # OUT (nq * nseg, k) float32
                    I):         # OUT (nq * nseg, k) int64
     """IVFFlat: exact distances to the stored vectors of the probed lists."""
@@ -455,22 +456,23 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
                                                           "code_ptrs")
     cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
     cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
     cdef Py_ssize_t nlist = dim(sizes, 0), k = dim(D, 1), n_items = nq * nseg
-    cdef Py_ssize_t wcols = dim(work, 1)
+    cdef Py_ssize_t wcols
     expect(dim(code_ptrs, 0) == nlist and dim(id_ptrs, 0) == nlist, "list arrays")
     check_probes(probes, None, nq, nlist)
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
-           and dim(I, 1) == k and k >= 1 and wcols >= 256, "shapes")
+           and dim(I, 1) == k and k >= 1, "shapes")
     cdef Py_ssize_t w, q, s, p, l, b0, nb, j
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef Selector selector = make_selector(sel)
     cdef const float* vecs
     cdef const int64_t* ids
     cdef float* dist
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, 256, &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     chunksize=heap_chunk(n_items, nt),
                     num_threads=team_size(n_items, 1, nt)):
@@ -501,6 +503,7 @@ def ivfflat_search(x,          # IN  (nq, d) float32 queries
                 b0 = b0 + nb
         if nseg == 1:
             heap_sort(Dp + w * k, Ip + w * k, k)
+    free(block)
 
 
 def append_entries(list_nos,   # IN  (n,) int64 list of each entry

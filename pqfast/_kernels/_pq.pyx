@@ -3,6 +3,7 @@
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.float cimport FLT_MAX, FLT_MIN
+from libc.stdlib cimport free
 from libc.string cimport memset
 
 from pqfast._kernels._arrays cimport (
@@ -24,6 +25,7 @@ from pqfast._kernels._common cimport (
     query_tables,
     heap_init,
     heap_sort,
+    omp_get_max_threads,
     pqfast_count_le_fn,
     pqfast_count_le_impl,
     pqfast_prefetch,
@@ -40,6 +42,7 @@ from pqfast._kernels._common cimport (
     scan_codes_multi,
     sqnorm,
     team_size,
+    thread_rows,
 )
 
 
@@ -53,7 +56,7 @@ cdef inline Py_ssize_t max_block(Py_ssize_t ksub) noexcept nogil:
     return QUERY_BLOCK if ksub <= 256 else 1
 
 
-def work_columns(Py_ssize_t M, Py_ssize_t ksub):
+cdef inline Py_ssize_t work_columns(Py_ssize_t M, Py_ssize_t ksub) noexcept nogil:
     """Scratch floats per thread that pq_search needs: a block's tables, and
     for 8- and 4-bit codes the same interleaved for scan_codes_multi."""
     # + 32: up to 16 floats to align the interleaved tables on 64 bytes, and
@@ -210,7 +213,6 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
                  bint direct,  # IN  direct distances (small dsub), else GEMM
                  int simd,     # IN  highest SIMD level of the direct distances
                                #     (0 portable, 1 AVX2, 2 AVX-512)
-                 work,         # SCRATCH (n_threads, >= chunk * ksub) float32
                  idx,          # OUT (n, M) uint16 nearest centroid per sub-vector
                  mins):        # OUT (n, M) float32 its squared distance as computed
                                #     (direct only), or (0, 0)
@@ -219,31 +221,33 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
     Candidates come from direct float32 distances (assign_direct: faster for
     small dsub) or from GEMMs (assign_gemm); either way, near ties are decided
     in float64, so both give the same codes, whatever the thread count.
+    Scratch space: chunk * ksub floats a thread.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cp = <const float*>checked(cents, F32, 3, False, "cents")
     cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
     cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef uint16_t* ip = <uint16_t*>checked(idx, U16, 2, True, "idx")
     cdef float* mp = <float*>checked(mins, F32, 2, True, "mins")
-    cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), wcols = dim(work, 1)
+    cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), wcols
     cdef Py_ssize_t M = dim(cents, 0), ksub = dim(cents, 1), dsub = dim(cents, 2)
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(dim(cbt, 0) == M and dim(cbt, 1) == dsub and dim(cbt, 2) == ksub, "cbt")
     expect(dim(idx, 0) == n and dim(idx, 1) == M and 1 <= ksub <= 65536, "idx shape")
-    expect(chunk >= 1 and wcols >= chunk * ksub, "work")
+    expect(chunk >= 1, "chunk")
     if dim(mins, 0) == 0:
         mp = NULL
     else:
         expect(direct and dim(mins, 0) == n and dim(mins, 1) == M, "mins shape")
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
     cdef Py_ssize_t c, i0, nr
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef float* w
     cdef pqfast_l2sq_cols_fn l2sq = pqfast_l2sq_cols_impl(simd, ksub)
     cdef pqfast_l2sq_cols2_fn l2sq2 = pqfast_l2sq_cols2_impl(simd, ksub)
     cdef pqfast_count_le_fn count_le = pqfast_count_le_impl(simd, ksub)
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, chunk * ksub, &wcols)
     for c in prange(n_chunks, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_chunks, 1, nt)):
         i0 = c * chunk
@@ -256,6 +260,7 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
         else:
             assign_gemm(xp + i0 * d, nr, d, cp, ynp, M, ksub, dsub, count_le, w,
                         ip + i0 * M)
+    free(block)
 
 
 def pack_codes(idx,        # IN  (n, M) uint16 sub-codes < 2**nbits
@@ -318,7 +323,6 @@ def pq_search(x,            # IN  (nq, d) float32 queries
               int nbits, bint l2, Py_ssize_t nseg,
               sel,          # IN  id filter (selectors.py)
               int simd,     # IN  highest SIMD level of the multi-query scan
-              work,         # SCRATCH (n_threads, >= work_columns(M, ksub)) float32
               D,            # OUT (nq * nseg, k) float32
               I):           # OUT (nq * nseg, k) int64
     """Exhaustive asymmetric-distance search.
@@ -328,28 +332,27 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     batch still uses every thread; with nseg == 1 the rows come out sorted,
     otherwise they are heaps for merge_heaps.  L2 tables hold
     ||y||^2 - 2<x_m, y> with ||x||^2 as the base; inner-product tables hold
-    -<x_m, y>.
+    -<x_m, y>.  Scratch space: work_columns(M, ksub) floats a thread.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
     cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
     cdef const uint8_t* cp = <const uint8_t*>checked(codes, U8, 2, False, "codes")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
-    cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1), wcols = dim(work, 1)
+    cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1), wcols
     cdef Py_ssize_t mk = M * ksub
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(ksub == (1 << nbits) and cs == (M * nbits + 7) // 8, "nbits")
     expect(nseg >= 1 and dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg
-           and dim(I, 1) == k and k >= 1 and wcols >= work_columns(M, ksub)
+           and dim(I, 1) == k and k >= 1
            and max_block(ksub) <= PQFAST_MQ,  # base[] holds PQFAST_MQ constants
-           "heap and work shapes")
+           "heap shapes")
     cdef Py_ssize_t w, q, s, lo, hi, i, q0, nqb
     cdef Selector selector = make_selector(sel)
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef Py_ssize_t qb = query_block(nq, ksub, nseg, nt)
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef pqfast_adc_multi_fn adc = pqfast_adc_multi_impl(simd, nbits)
@@ -358,6 +361,8 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     cdef float* T
     cdef float* hd
     cdef int64_t* hi_
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, work_columns(M, ksub), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
@@ -387,6 +392,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         if nseg == 1:
             for i in range(nqb):
                 heap_sort(hd + i * k, hi_ + i * k, k)
+    free(block)
 
 
 def code_sums(tables,     # IN  (nl, M, ksub) float32: table j for list lists[j]

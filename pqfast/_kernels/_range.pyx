@@ -40,14 +40,15 @@ from pqfast._kernels._common cimport (
     pqfast_min,
     pqfast_negate,
     sel_allows,
+    omp_get_max_threads,
     team_size,
+    thread_rows,
 )
 
 import numpy as np
 
 cnp.import_array()
 
-BLOCK = SCAN_BLOCK  # rows scored at a time (work space per thread)
 
 
 cdef struct Hits:
@@ -138,11 +139,11 @@ def range_search(x,          # IN  (nq, d) float32 queries
                  Py_ssize_t code_size, int nbits, bint l2, Py_ssize_t nseg,
                  float thr,  # IN  keep distances < thr
                  sel,        # IN  id filter (selectors.py)
-                 work,       # SCRATCH (n_threads, >= 2 * M * ksub + SCAN_BLOCK) float32
                  terms=None):  # IN  (nlist,) uint64 address of each list's code
                                #     terms (PQ, L2 by residual; see _ivf), or None
     """Return (lims, D, I): query q's hits are D/I[lims[q]:lims[q + 1]], in
-    probe order then row order (not sorted by distance, as in faiss)."""
+    probe order then row order (not sorted by distance, as in faiss).
+    Scratch space: 2 M ksub + SCAN_BLOCK floats a thread."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const int64_t* pp = <const int64_t*>checked(probes, I64, 2, False, "probes")
     cdef const float* cp = <const float*>checked(coarse, F32, 2, False, "coarse")
@@ -154,10 +155,9 @@ def range_search(x,          # IN  (nq, d) float32 queries
     cdef const uint64_t* iptr = <const uint64_t*>checked(id_ptrs, U64, 1, False, "id_ptrs")
     cdef const int64_t* i0p = <const int64_t*>checked(id0s, I64, 1, False, "id0s")
     cdef const int64_t* szp = <const int64_t*>checked(sizes, I64, 1, False, "sizes")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nprobe = dim(probes, 1)
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
-    cdef Py_ssize_t nlist = dim(sizes, 0), mk = M * ksub, wcols = dim(work, 1)
+    cdef Py_ssize_t nlist = dim(sizes, 0), mk = M * ksub, wcols
     cdef bint is_pq = M > 0, have_precomp = dim(precomp, 0) > 0
     cdef Py_ssize_t pstride = 0
     cdef const uint64_t* tptr = NULL
@@ -176,13 +176,16 @@ def range_search(x,          # IN  (nq, d) float32 queries
                                           and dim(centroids, 1) == d), "centroids")
     else:
         expect(code_size == 4 * d, "rows of float32 vectors")
-    expect(nseg >= 1 and wcols >= 2 * mk + SCAN_BLOCK, "work")
+    expect(nseg >= 1, "nseg")
     cdef Py_ssize_t w, q, s, p, l, b0, nb, j
     cdef Selector selector = make_selector(sel)
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef Py_ssize_t n_items = nq * nseg
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, 2 * mk + SCAN_BLOCK, &wcols)
     cdef Hits* hits = <Hits*>realloc(NULL, max(n_items, 1) * sizeof(Hits))
     if hits == NULL:
+        free(block)
         raise MemoryError("range_search: out of memory")
     memset(hits, 0, max(n_items, 1) * sizeof(Hits))
     cdef float* qtab
@@ -231,6 +234,7 @@ def range_search(x,          # IN  (nq, d) float32 queries
                 push_block(&hits[w], dist, nb, ids + b0 if ids != NULL else NULL,
                            i0p[l] + b0, thr, &selector)
                 b0 = b0 + nb
+    free(block)
     try:
         return gather(hits, nq, nseg)
     finally:

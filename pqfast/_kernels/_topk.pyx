@@ -2,6 +2,7 @@
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy
 
 from pqfast._kernels._arrays cimport F32, I64, checked, dim, expect, make_selector
@@ -20,7 +21,9 @@ from pqfast._kernels._common cimport (
     pqfast_min,
     pqfast_negate,
     sqnorm,
+    omp_get_max_threads,
     team_size,
+    thread_rows,
 )
 
 
@@ -32,7 +35,6 @@ def knn(x,              # IN  (nq, d) float32 queries
         Py_ssize_t bb,  # IN  base rows per GEMM block
         Py_ssize_t nseg,  # IN  base segments per query block
         sel,            # IN  id filter (kind, lo, hi, sorted ids)
-        work,           # SCRATCH (n_threads, >= qb * bb) float32
         D,              # OUT (nq * nseg, k) float32
         I):             # OUT (nq * nseg, k) int64
     """Exact k-NN by blocked GEMM, each block's distances pushed into heaps.
@@ -41,22 +43,22 @@ def knn(x,              # IN  (nq, d) float32 queries
     query i's heap for segment s is row i * nseg + s.  With nseg == 1 the rows
     come out sorted, otherwise they are heaps for merge_heaps.  BLAS runs
     single-threaded inside each OpenMP thread (scikit-learn's k-means scheme).
+    Scratch space: qb * bb floats a thread.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* xbp = <const float*>checked(xb, F32, 2, False, "xb")
     cdef const float* xn_p = <const float*>checked(xnorm, F32, 1, False, "xnorm")
-    cdef float* wp = <float*>checked(work, F32, 2, True, "work")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), nb = dim(xb, 0), k = dim(D, 1)
-    cdef Py_ssize_t wcols = dim(work, 1)
+    cdef Py_ssize_t wcols
     expect(dim(xb, 1) == d, "xb and x differ in d")
-    expect(qb >= 1 and bb >= 1 and nseg >= 1 and wcols >= qb * bb, "block sizes")
+    expect(qb >= 1 and bb >= 1 and nseg >= 1, "block sizes")
     expect(dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg and dim(I, 1) == k
            and k >= 1, "heap shapes")
     expect(not l2 or dim(xnorm, 0) == nb, "xnorm length")
     cdef Selector selector = make_selector(sel)
-    cdef int nt = <int>dim(work, 0)
+    cdef int nt = omp_get_max_threads()
     cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
     cdef Py_ssize_t nblk = (nb + bb - 1) // bb
     cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, j0, row
@@ -64,6 +66,8 @@ def knn(x,              # IN  (nq, d) float32 queries
     cdef pqfast_lt_bits_fn lt_bits = pqfast_lt_bits_impl(2)
     cdef float thr, mn
     cdef float* dist
+    cdef void* block
+    cdef float* wp = thread_rows(&block, nt, qb * bb, &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
@@ -116,6 +120,7 @@ def knn(x,              # IN  (nq, d) float32 queries
         if nseg == 1:
             for i in range(nr):
                 heap_sort(Dp + (q0 + i) * k, Ip + (q0 + i) * k, k)
+    free(block)
 
 
 def sort_heaps(D, I):
