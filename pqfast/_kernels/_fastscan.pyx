@@ -371,6 +371,46 @@ cdef inline void qres_finish(Reservoir* r, const uint8_t* blocks, Py_ssize_t M,
     reservoir_finish(r, hd, hi, sort)
 
 
+cdef struct Pq4Search:
+    # pq4_search's checked arguments, as its work items read them
+    const float* x
+    const float* cbt
+    const float* ynorm
+    const uint8_t* blocks
+    float* dist           # heap rows (D, I)
+    int64_t* ids
+    Py_ssize_t d, M, dsub, nblocks, ntotal, nseg, k
+    bint l2
+    pqfast_fs_next_fn next_block
+    pqfast_quantize_fn quantize
+    pqfast_fs_exact_fn exact
+    Selector sel
+
+
+cdef void search_item(const Pq4Search* P, Py_ssize_t w, float* table) noexcept nogil:
+    """pq4_search's work item w: query w // nseg over block segment w % nseg,
+    into heap row w, with the thread's scratch row `table`."""
+    cdef Py_ssize_t q = w // P.nseg, s = w % P.nseg, M = P.M, k = P.k
+    cdef Py_ssize_t b0 = P.nblocks * s // P.nseg, b1 = P.nblocks * (s + 1) // P.nseg
+    cdef const float* x = P.x + q * P.d
+    cdef uint8_t* qtable = <uint8_t*>(table + 2 * M * 16)
+    cdef Reservoir* res = thread_reservoir(table, M, k)
+    cdef float base, scale, bias = 0
+    heap_init(P.dist + w * k, P.ids + w * k, k)
+    query_tables(x, 1, P.d, P.cbt, P.ynorm, M, P.dsub, 16, P.l2, table)
+    base = sqnorm(x, P.d) if P.l2 else 0
+    scale = P.quantize(table, M, qtable, &bias)
+    if res != NULL:
+        scan_blocks_q(P.next_block, P.blocks, b0, b1, P.ntotal, M, table, qtable, base,
+                      bias, scale, &P.sel, res)
+        qres_finish(res, P.blocks, M, table, base, P.dist + w * k, P.ids + w * k, P.nseg == 1)
+    else:
+        scan_blocks(P.next_block, P.exact, P.blocks, b0, b1, P.ntotal, M, table, qtable,
+                    base, bias, scale, NULL, P.dist + w * k, P.ids + w * k, k, &P.sel, NULL)
+        if P.nseg == 1:
+            heap_sort(P.dist + w * k, P.ids + w * k, k)
+
+
 def pq4_search(x,          # IN  (nq, d) float32 queries
                cbt,        # IN  (M, dsub, 16) float32 transposed codebook
                ynorm,      # IN  (M, 16) float32 ||y_mj||^2
@@ -395,42 +435,27 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     expect(dim(blocks, 1) == M * 16 and nblocks == (ntotal + 31) // 32, "blocks")
     expect(nseg >= 1 and dim(D, 0) == n_items and dim(I, 0) == n_items
            and dim(I, 1) == k and k >= 1, "shapes")
-    cdef pqfast_fs_next_fn next_block = pqfast_fs_next_impl(2 if simd else 0,
-                                                                k >= RESERVOIR_MIN_K)
-    cdef pqfast_quantize_fn quantize_table = pqfast_quantize16_impl(2 if simd else 0)
-    cdef pqfast_fs_exact_fn exact = pqfast_fs_exact_impl(2 if simd else 0)
-    cdef Selector selector = make_selector(sel)
+    cdef Pq4Search P
+    P.x, P.cbt, P.ynorm, P.blocks, P.dist, P.ids = xp, cbtp, ynp, bp, Dp, Ip
+    P.d, P.M, P.dsub, P.nblocks, P.ntotal = d, M, dsub, nblocks, ntotal
+    P.nseg, P.k, P.l2 = nseg, k, l2
+    P.next_block = pqfast_fs_next_impl(2 if simd else 0, k >= RESERVOIR_MIN_K)
+    P.quantize = pqfast_quantize16_impl(2 if simd else 0)
+    P.exact = pqfast_fs_exact_impl(2 if simd else 0)
+    P.sel = make_selector(sel)
     cdef int nt = omp_get_max_threads()
-    cdef Py_ssize_t w, q, s, b0, b1
-    cdef float base, scale, bias
-    cdef float* table
-    cdef Reservoir* res
+    cdef Py_ssize_t w
     cdef void* block
     cdef float* wp = thread_rows(&block, nt, work_columns(M, k), &wcols)
-    for w in prange(n_items, nogil=True, schedule="dynamic",
-                    chunksize=heap_chunk(n_items, nt),
-                    num_threads=team_size(n_items, 1, nt)):
-        q = w // nseg
-        s = w % nseg
-        table = wp + threadid() * wcols
-        res = thread_reservoir(table, M, k)
-        heap_init(Dp + w * k, Ip + w * k, k)
-        query_tables(xp + q * d, 1, d, cbtp, ynp, M, dsub, 16, l2, table)
-        base = sqnorm(xp + q * d, d) if l2 else 0
-        bias = 0  # assigned in the loop, so private to the thread (not only via &bias)
-        scale = quantize_table(table, M, <uint8_t*>(table + 2 * M * 16), &bias)
-        b0 = nblocks * s // nseg
-        b1 = nblocks * (s + 1) // nseg
-        if res != NULL:
-            scan_blocks_q(next_block, bp, b0, b1, ntotal, M, table,
-                          <uint8_t*>(table + 2 * M * 16), base, bias, scale, &selector, res)
-            qres_finish(res, bp, M, table, base, Dp + w * k, Ip + w * k, nseg == 1)
-        else:
-            scan_blocks(next_block, exact, bp, b0, b1, ntotal, M, table,
-                        <uint8_t*>(table + 2 * M * 16), base, bias, scale, NULL,
-                        Dp + w * k, Ip + w * k, k, &selector, NULL)
-            if nseg == 1:
-                heap_sort(Dp + w * k, Ip + w * k, k)
+    cdef int team = team_size(n_items, 1, nt)
+    if team == 1:  # no OpenMP region for a team of one (see team_size)
+        with nogil:
+            for w in range(n_items):
+                search_item(&P, w, wp)
+    else:
+        for w in prange(n_items, nogil=True, schedule="dynamic",
+                        chunksize=heap_chunk(n_items, nt), num_threads=team):
+            search_item(&P, w, wp + threadid() * wcols)
     free(block)
 
 
@@ -559,6 +584,18 @@ def ivfpq4_search(x,          # IN  (nq, d) float32 queries
     free(block)
 
 
+cdef void flat_query(const FsLists* L, const float* x, const float* cnorms,
+                     Py_ssize_t d, bint l2, Py_ssize_t nprobe, float* w,
+                     Py_ssize_t fcols, int64_t* pi, float* hd, int64_t* hi,
+                     Py_ssize_t k, const Selector* sel) noexcept nogil:
+    """One query of ivfpq4_search_flat: its coarse search (distances and probe
+    terms after the scan's fcols floats of w), then its lists' scan into the
+    sorted row hd, hi; pi: room for nprobe list numbers."""
+    nearest_lists(x, L.centroids, cnorms, L.nlist, d, l2, w + fcols + nprobe,
+                  w + fcols, pi, nprobe)
+    search_lists(L, x, pi, w + fcols, 0, nprobe, w, hd, hi, k, True, sel)
+
+
 def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
                        Py_ssize_t nprobe,
                        cnorms,  # IN  (nlist,) ||c||^2 of the coarse centroids
@@ -593,14 +630,15 @@ def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
         free(block)
         raise MemoryError()
     cdef Py_ssize_t q
-    cdef float* w
-    cdef int64_t* pi
-    for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
-        w = wp + threadid() * wcols
-        pi = pip + threadid() * nprobe
-        nearest_lists(xp + q * d, L.centroids, cnp, L.nlist, d, l2, w + fcols + nprobe,
-                      w + fcols, pi, nprobe)
-        search_lists(&L, xp + q * d, pi, w + fcols, 0, nprobe, w, Dp + q * k, Ip + q * k,
-                     k, True, &selector)
+    if nt == 1:  # no OpenMP region for a team of one (see team_size)
+        with nogil:
+            for q in range(nq):
+                flat_query(&L, xp + q * d, cnp, d, l2, nprobe, wp, fcols, pip,
+                           Dp + q * k, Ip + q * k, k, &selector)
+    else:
+        for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
+            flat_query(&L, xp + q * d, cnp, d, l2, nprobe, wp + threadid() * wcols,
+                       fcols, pip + threadid() * nprobe, Dp + q * k, Ip + q * k, k,
+                       &selector)
     free(block)
     free(pip)

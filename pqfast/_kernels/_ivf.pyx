@@ -347,6 +347,27 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     free(block)
 
 
+cdef void flat_query(const Lists* L, const float* x, const float* cnorms,
+                     Py_ssize_t nlist, Py_ssize_t d, bint l2, Py_ssize_t nprobe,
+                     float* w, int64_t* pi, float* hd, int64_t* hi, Py_ssize_t k,
+                     const Selector* sel) noexcept nogil:
+    """One query of ivfpq_search_flat: its coarse search, then the scan of its
+    probed lists into the sorted row hd, hi.  w: the thread's scratch row (2 M
+    ksub + nlist + nprobe floats); pi: room for nprobe list numbers."""
+    cdef Py_ssize_t mk = L.M * L.ksub
+    cdef float* pd = w + 2 * mk + nlist
+    nearest_lists(x, L.centroids, cnorms, nlist, d, l2, w + 2 * mk, pd, pi, nprobe)
+    heap_init(hd, hi, k)
+    if use_direct(L, pi, nprobe):
+        scan_lists_direct(L, x, pi, pd, 0, nprobe, w + mk, hd, hi, k, sel)
+    else:
+        memset(w, 0, mk * sizeof(float))
+        pqfast_dot_tables(x, d, 1, L.cbt, L.M, L.dsub, L.ksub, -2.0 if l2 else -1.0,
+                          w, mk)
+        scan_lists(L, w, pi, pd, 0, nprobe, w + mk, hd, hi, k, sel)
+    heap_sort(hd, hi, k)
+
+
 def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                       Py_ssize_t nprobe,
                       cnorms,     # IN  (nlist,) ||c||^2 of the coarse centroids
@@ -419,23 +440,16 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
         free(block)
         free(pip)
         return
-    for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
-        w = wp + threadid() * wcols
-        pd = w + 2 * mk + nlist
-        pi = pip + threadid() * nprobe
-        nearest_lists(xp + q * d, L.centroids, cnp, nlist, d, l2, w + 2 * mk, pd, pi,
-                      nprobe)
-        heap_init(Dp + q * k, Ip + q * k, k)
-        if use_direct(&L, pi, nprobe):
-            scan_lists_direct(&L, xp + q * d, pi, pd, 0, nprobe, w + mk, Dp + q * k,
-                              Ip + q * k, k, &selector)
-        else:
-            memset(w, 0, mk * sizeof(float))
-            pqfast_dot_tables(xp + q * d, d, 1, L.cbt, L.M, L.dsub, L.ksub,
-                              -2.0 if l2 else -1.0, w, mk)
-            scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp + q * k, Ip + q * k, k,
-                       &selector)
-        heap_sort(Dp + q * k, Ip + q * k, k)
+    if nt == 1:  # no OpenMP region for a team of one (see team_size)
+        with nogil:
+            for q in range(nq):
+                flat_query(&L, xp + q * d, cnp, nlist, d, l2, nprobe, wp, pip,
+                           Dp + q * k, Ip + q * k, k, &selector)
+    else:
+        for q in prange(nq, nogil=True, schedule="dynamic", num_threads=nt):
+            flat_query(&L, xp + q * d, cnp, nlist, d, l2, nprobe,
+                       wp + threadid() * wcols, pip + threadid() * nprobe,
+                       Dp + q * k, Ip + q * k, k, &selector)
     free(block)
     free(pip)
 

@@ -316,6 +316,52 @@ def unpack_codes(codes,    # IN  (n, code_size) uint8
             bit = bit + nbits
 
 
+cdef struct PqSearch:
+    # pq_search's checked arguments, as its work items read them
+    const float* x
+    const float* cbt
+    const float* ynorm
+    const uint8_t* codes
+    float* dist           # heap rows (D, I)
+    int64_t* ids
+    Py_ssize_t nq, d, M, dsub, ksub, n, cs, nseg, k, qb, wcols
+    int nbits
+    bint l2
+    pqfast_adc_multi_fn adc
+    Selector sel
+
+
+cdef void search_item(const PqSearch* P, Py_ssize_t w, float* tables) noexcept nogil:
+    """pq_search's work item w: queries q0 .. q0 + nqb - 1 over database
+    segment s, with the thread's scratch row `tables`."""
+    cdef Py_ssize_t q0 = (w // P.nseg) * P.qb, s = w % P.nseg, mk = P.M * P.ksub
+    cdef Py_ssize_t nqb = min(P.qb, P.nq - q0), k = P.k, nseg = P.nseg, i, q
+    cdef Py_ssize_t lo = P.n * s // nseg, hi = P.n * (s + 1) // nseg
+    cdef float* base = tables + P.wcols - PQFAST_MQ
+    cdef float* hd = P.dist + (q0 * nseg + s) * k
+    cdef int64_t* hi_ = P.ids + (q0 * nseg + s) * k
+    cdef float* T
+    query_tables(P.x + q0 * P.d, nqb, P.d, P.cbt, P.ynorm, P.M, P.dsub, P.ksub, P.l2,
+                 tables)
+    for i in range(nqb):
+        q = q0 + i
+        heap_init(P.dist + (q * nseg + s) * k, P.ids + (q * nseg + s) * k, k)
+        base[i] = sqnorm(P.x + q * P.d, P.d) if P.l2 else 0
+    if hi > lo and nqb > 1 and P.adc != NULL:
+        T = <float*>((<size_t>(tables + nqb * mk) + 63) & ~(<size_t>63))
+        pqfast_interleave8(tables, nqb, mk, T)
+        scan_codes_multi(P.adc, T, P.codes + lo * P.cs, lo, hi - lo, P.cs, P.M,
+                         base, nqb, hd, hi_, nseg * k, k, &P.sel)
+    elif hi > lo:
+        for i in range(nqb):
+            scan_codes(tables + i * mk, NULL, P.codes + lo * P.cs, NULL, lo, hi - lo,
+                       P.cs, P.M, P.nbits, P.ksub, base[i], hd + i * nseg * k,
+                       hi_ + i * nseg * k, k, &P.sel)
+    if nseg == 1:
+        for i in range(nqb):
+            heap_sort(hd + i * k, hi_ + i * k, k)
+
+
 def pq_search(x,            # IN  (nq, d) float32 queries
               cbt,          # IN  (M, dsub, ksub) float32 transposed codebook
               ynorm,        # IN  (M, ksub) float32 ||y_mj||^2
@@ -342,56 +388,33 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     cdef int64_t* Ip = <int64_t*>checked(I, I64, 2, True, "I")
     cdef Py_ssize_t nq = dim(x, 0), d = dim(x, 1), k = dim(D, 1)
     cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
-    cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1), wcols
-    cdef Py_ssize_t mk = M * ksub
+    cdef Py_ssize_t n = dim(codes, 0), cs = dim(codes, 1)
     expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
     expect(ksub == (1 << nbits) and cs == (M * nbits + 7) // 8, "nbits")
     expect(nseg >= 1 and dim(D, 0) == nq * nseg and dim(I, 0) == nq * nseg
            and dim(I, 1) == k and k >= 1
            and max_block(ksub) <= PQFAST_MQ,  # base[] holds PQFAST_MQ constants
            "heap shapes")
-    cdef Py_ssize_t w, q, s, lo, hi, i, q0, nqb
-    cdef Selector selector = make_selector(sel)
+    cdef Py_ssize_t w
     cdef int nt = omp_get_max_threads()
-    cdef Py_ssize_t qb = query_block(nq, ksub, nseg, nt)
-    cdef Py_ssize_t n_items = (nq + qb - 1) // qb * nseg
-    cdef pqfast_adc_multi_fn adc = pqfast_adc_multi_impl(simd, nbits)
-    cdef float* base
-    cdef float* tables
-    cdef float* T
-    cdef float* hd
-    cdef int64_t* hi_
+    cdef PqSearch P
+    P.x, P.cbt, P.ynorm, P.codes, P.dist, P.ids = xp, cbtp, ynp, cp, Dp, Ip
+    P.nq, P.d, P.M, P.dsub, P.ksub, P.nbits, P.l2 = nq, d, M, dsub, ksub, nbits, l2
+    P.n, P.cs, P.nseg, P.k = n, cs, nseg, k
+    P.qb = query_block(nq, ksub, nseg, nt)
+    P.adc = pqfast_adc_multi_impl(simd, nbits)
+    P.sel = make_selector(sel)
+    cdef Py_ssize_t n_items = (nq + P.qb - 1) // P.qb * nseg
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, work_columns(M, ksub), &wcols)
-    for w in prange(n_items, nogil=True, schedule="dynamic",
-                    num_threads=team_size(n_items, 1, nt)):
-        q0 = (w // nseg) * qb
-        nqb = min(qb, nq - q0)
-        s = w % nseg
-        tables = wp + threadid() * wcols
-        base = tables + wcols - PQFAST_MQ
-        query_tables(xp + q0 * d, nqb, d, cbtp, ynp, M, dsub, ksub, l2, tables)
-        lo = n * s // nseg
-        hi = n * (s + 1) // nseg
-        for i in range(nqb):
-            q = q0 + i
-            heap_init(Dp + (q * nseg + s) * k, Ip + (q * nseg + s) * k, k)
-            base[i] = sqnorm(xp + q * d, d) if l2 else 0
-        hd = Dp + (q0 * nseg + s) * k
-        hi_ = Ip + (q0 * nseg + s) * k
-        if hi > lo and nqb > 1 and adc != NULL:
-            T = <float*>((<size_t>(tables + nqb * mk) + 63) & ~(<size_t>63))
-            pqfast_interleave8(tables, nqb, mk, T)
-            scan_codes_multi(adc, T, cp + lo * cs, lo, hi - lo, cs, M,
-                             base, nqb, hd, hi_, nseg * k, k, &selector)
-        elif hi > lo:
-            for i in range(nqb):
-                scan_codes(tables + i * mk, NULL, cp + lo * cs, NULL, lo, hi - lo, cs, M,
-                           nbits, ksub, base[i], hd + i * nseg * k, hi_ + i * nseg * k, k,
-                           &selector)
-        if nseg == 1:
-            for i in range(nqb):
-                heap_sort(hd + i * k, hi_ + i * k, k)
+    cdef float* wp = thread_rows(&block, nt, work_columns(M, ksub), &P.wcols)
+    cdef int team = team_size(n_items, 1, nt)
+    if team == 1:  # no OpenMP region for a team of one (see team_size)
+        with nogil:
+            for w in range(n_items):
+                search_item(&P, w, wp)
+    else:
+        for w in prange(n_items, nogil=True, schedule="dynamic", num_threads=team):
+            search_item(&P, w, wp + threadid() * P.wcols)
     free(block)
 
 
