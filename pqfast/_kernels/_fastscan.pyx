@@ -513,7 +513,8 @@ cdef inline void search_lists(const FsLists* L, const float* xq, const int64_t* 
     cdef float* ltab = row + mk
     cdef uint8_t* lut = <uint8_t*>(row + 2 * mk)
     cdef const float* tab
-    cdef float scale, bias
+    cdef bint quantized = False  # lut holds the query's table (inner product)
+    cdef float scale = 0, bias = 0
     cdef Reservoir* res = thread_reservoir(row, L.M, k)
     heap_init(hd, hi, k)
     memset(row, 0, mk * sizeof(float))
@@ -526,8 +527,10 @@ cdef inline void search_lists(const FsLists* L, const float* xq, const int64_t* 
         tab = list_table(row, L.precomp + l * L.pstride if L.precomp != NULL else NULL,
                          L.ynorm, L.centroids + l * L.d, L.cbt, L.M, L.dsub, 16, L.l2,
                          ltab)
-        bias = 0
-        scale = L.quantize_table(tab, L.M, lut, &bias)
+        if L.l2 or not quantized:  # inner product: every list has the query's table
+            bias = 0
+            scale = L.quantize_table(tab, L.M, lut, &bias)
+            quantized = True
         scan_blocks(L.next_block, L.exact, <const uint8_t*><uintptr_t>L.blocks[l], 0,
                     (L.sizes[l] + 31) // 32, L.sizes[l], L.M, tab, lut, coarse[p], bias,
                     scale, <const int64_t*><uintptr_t>L.ids[l], hd, hi, k, sel, res)
