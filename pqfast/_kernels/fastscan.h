@@ -427,11 +427,15 @@ pqfast_quantize16_avx512(const float *table, ptrdiff_t M, uint8_t *lut, float *b
 {
     float hi = 0, b = 0, lo16[16];
     const ptrdiff_t M16 = M - M % 16;
-    __m512 v[16];
+    /* each group's minima, kept for the second pass up to M = 256 (beyond,
+     * recomputed there) */
+    __m512 v[16], lows[16];
     for (ptrdiff_t m0 = 0; m0 < M16; m0 += 16) {
         for (int r = 0; r < 16; r++)
             v[r] = _mm512_loadu_ps(table + (m0 + r) * 16);
         __m512 lo = pqfast_rows16_reduce(v, 0), top = pqfast_rows16_reduce(v, 1);
+        if (m0 < 256)
+            lows[m0 / 16] = lo;
         _mm512_storeu_ps(lo16, lo);
         for (int r = 0; r < 16; r++)
             b += lo16[PQFAST_ROW16_LANE(r)];
@@ -450,7 +454,7 @@ pqfast_quantize16_avx512(const float *table, ptrdiff_t M, uint8_t *lut, float *b
     for (ptrdiff_t m0 = 0; m0 < M16; m0 += 16) {
         for (int r = 0; r < 16; r++)
             v[r] = _mm512_loadu_ps(table + (m0 + r) * 16);
-        _mm512_storeu_ps(lo16, pqfast_rows16_reduce(v, 0));
+        _mm512_storeu_ps(lo16, m0 < 256 ? lows[m0 / 16] : pqfast_rows16_reduce(v, 0));
         for (int r = 0; r < 16; r++) {
             __m512 lo = _mm512_set1_ps(lo16[PQFAST_ROW16_LANE(r)]);
             __m512 x = _mm512_min_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[r], lo), s), half), cap);
