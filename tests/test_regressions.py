@@ -1,5 +1,7 @@
 """Regression tests for problems found in review; each names what it guards."""
 
+import itertools
+
 import numpy as np
 import pytest
 from conftest import (
@@ -257,9 +259,9 @@ def test_fused_few_query_ivfpq_search_equals_two_step(
     d = xb.shape[1]
     q = pqfast.IndexFlatL2(d) if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP(d)
     if fast_scan:
-        index = pqfast.IndexIVFPQFastScan(q, d, 16, 8, 4, metric)
+        index = pqfast.IndexIVFPQFastScan(q, d, 32, 8, 4, metric)
     else:
-        index = pqfast.IndexIVFPQ(q, d, 16, 8, 8, metric)
+        index = pqfast.IndexIVFPQ(q, d, 32, 8, 8, metric)
     index.train(xb)
     index.add(xb[:1000])
     sel = pqfast.SearchParametersIVF(sel=pqfast.IDSelectorRange(100, 2000), nprobe=3)
@@ -267,7 +269,8 @@ def test_fused_few_query_ivfpq_search_equals_two_step(
         if added:
             index.add(xb[1000:])
         for nq in (1, 2, 4):
-            for nprobe, params in ((1, None), (5, None), (16, None), (1, sel)):
+            # nprobe from 17 on: the probes are selected, not kept in a heap
+            for nprobe, params in ((1, None), (5, None), (24, None), (1, sel)):
                 index.nprobe = nprobe
                 for k in (10, 40):
                     fused = index.search(xb[:nq] + 0.01, k, params=params)
@@ -276,6 +279,43 @@ def test_fused_few_query_ivfpq_search_equals_two_step(
                     monkeypatch.undo()
                     for a, b in zip(fused, two_step):
                         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+@pytest.mark.parametrize(("nb", "d"), [(300, 32), (1000, 1100), (2500, 32)])
+def test_flat_large_k_equals_sorted_exact_distances(metric, nb, d):
+    """From k = 17 a base segment of one GEMM block is searched by selection
+    (select_smallest), not through a heap.  On small integer vectors every
+    distance is exact in float32 and most are tied (duplicates too): the
+    results are the (distance, id) order of exact integer arithmetic, with a
+    selector, k beyond the base (padding), and at 2 threads (1000 x 1100
+    splits each query in two segments, merged as heaps); 2500 rows span
+    several blocks (the heap)."""
+    rng = np.random.default_rng(nb)
+    xb = rng.integers(0, 3, (nb, d)).astype(np.float32)
+    xb[nb // 2 :: 7] = xb[: len(xb[nb // 2 :: 7])]  # duplicated rows
+    xq = rng.integers(0, 3, (3, d)).astype(np.float32)
+    exact = xq.astype(np.int64) @ xb.astype(np.int64).T
+    if metric == pqfast.METRIC_L2:
+        sq = (xb.astype(np.int64) ** 2).sum(1)
+        exact = (xq.astype(np.int64) ** 2).sum(1)[:, None] + sq[None] - 2 * exact
+    else:
+        exact = -exact
+    index = pqfast.IndexFlat(d, metric)
+    index.add(xb)
+    keep = pqfast.IDSelectorRange(nb // 3, nb)
+    for threads, k, sel in itertools.product((1, 2), (17, 64, nb + 5), (None, keep)):
+        pqfast.omp_set_num_threads(threads)
+        params = None if sel is None else pqfast.SearchParameters(sel=sel)
+        D, I = index.search(xq, k, params=params)
+        ids = np.arange(nb) if sel is None else np.arange(nb // 3, nb)
+        for row in range(len(xq)):
+            order = ids[np.lexsort((ids, exact[row, ids]))][:k]
+            n = len(order)
+            np.testing.assert_array_equal(I[row, :n], order)
+            sign = 1 if metric == pqfast.METRIC_L2 else -1
+            np.testing.assert_array_equal(D[row, :n], sign * exact[row, order])
+            assert (I[row, n:] == -1).all()
 
 
 def _pq_kernel_search(index, x, k, simd, sel=None):

@@ -66,6 +66,10 @@ cdef extern from "simd.h" nogil:
     Py_ssize_t pqfast_ctz64(uint64_t x)
     void pqfast_sort_pairs(const float* d, const int64_t* ids, Py_ssize_t n,
                            uint32_t* keys, float* od, int64_t* oi)
+    void pqfast_select_k(float* d, int64_t* ids, Py_ssize_t n, Py_ssize_t k,
+                         uint32_t* keys, float* td, int64_t* ti)
+    uint32_t pqfast_kth_key(const uint32_t* keys, Py_ssize_t n, Py_ssize_t k)
+    Py_ssize_t pqfast_keep_le(uint32_t* keys, int64_t* pos, Py_ssize_t n, uint32_t t)
 
 
 cdef extern from *:
@@ -263,6 +267,51 @@ cdef inline void heap_sort(float* hd, int64_t* hi, Py_ssize_t k) noexcept nogil:
         heap_sift_down(hd, hi, end, 0, d, idx)
 
 
+cdef enum:
+    # From this k on, the k smallest of a row are selected (select_smallest),
+    # not kept in a heap: at k = 16 the two cost the same (coarse search of
+    # 1000 queries against 379 centroids), from k = 32 selection is faster.
+    SELECT_MIN_K = 17
+
+
+cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
+    return (n + 15) // 16 * 16
+
+
+cdef inline Py_ssize_t select_columns(Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Scratch floats to select k of n pairs: distances, ids (two floats each)
+    and keys (select_buffers)."""
+    return round16(n) + round16(2 * n) + max(4 * k, n)
+
+
+cdef inline void select_smallest(float* sd, int64_t* sid, Py_ssize_t n, Py_ssize_t k,
+                                 uint32_t* keys, float* hd, int64_t* hi,
+                                 bint sort) noexcept nogil:
+    """The k smallest (distance, id) of the n pairs sd, sid (reordered) into
+    the padded heap row hd, hi: sorted when `sort`, else heapified (for
+    merge_heaps).  keys: room for max(4k, n).
+
+    Exactly the pairs and the order a heap gives, but branch-free
+    (pqfast_select_k, pqfast_sort_pairs) where a heap pays about log2(k)
+    mispredicted branches per pair: 1000 queries against 379 centroids,
+    k = 128, took 13.8 ms, 10 of them in the heap (PERFORMANCE.md, 48).
+    """
+    cdef float td
+    cdef int64_t ti
+    cdef Py_ssize_t j
+    if n > k:
+        pqfast_select_k(sd, sid, n, k, keys, &td, &ti)
+        n = k
+    if sort:
+        pqfast_sort_pairs(sd, sid, n, keys, hd, hi)
+        return
+    for j in range(n):
+        hd[j] = sd[j]
+        hi[j] = sid[j]
+    for j in range(k // 2 - 1, -1, -1):
+        heap_sift_down(hd, hi, k, j, hd[j], hi[j])
+
+
 cdef inline void heap_merge(float* hd, int64_t* hi, const float* od,
                             const int64_t* oi, Py_ssize_t k) noexcept nogil:
     """Offer every entry of another heap of size k to this one."""
@@ -424,6 +473,12 @@ cdef inline float sqnorm(const float* x, Py_ssize_t d) noexcept nogil:
     return out
 
 
+cdef inline Py_ssize_t nearest_columns(Py_ssize_t nlist,
+                                      Py_ssize_t nprobe) noexcept nogil:
+    """Scratch floats nearest_lists needs."""
+    return select_columns(nlist, nprobe) if nprobe >= SELECT_MIN_K else round16(nlist)
+
+
 cdef inline void nearest_lists(const float* x, const float* cents, const float* cnorms,
                                Py_ssize_t nlist, Py_ssize_t d, bint l2, float* dist,
                                float* hd, int64_t* hi, Py_ssize_t nprobe) noexcept nogil:
@@ -431,16 +486,25 @@ cdef inline void nearest_lists(const float* x, const float* cents, const float* 
     hi their list numbers, hd their coarse terms (||x - c||^2, or -<x, c>).
 
     The same arithmetic as the flat quantizer's search of a few queries
-    (_topk.knn: pqfast_dots, then pqfast_l2_from_dots), so the same probes.
-    dist holds nlist floats.  (The one-call IVF searches of _ivf and
-    _fastscan start with it.)"""
+    (_topk.knn: pqfast_dots, then pqfast_l2_from_dots), so the same probes,
+    and the same selection.  dist: nearest_columns(nlist, nprobe) floats.
+    (The one-call IVF searches of _ivf and _fastscan start with it.)"""
     cdef Py_ssize_t j
+    cdef int64_t* ids
     pqfast_dots(x, cents, nlist, d, dist)
     if l2:
         pqfast_l2_from_dots(dist, cnorms, sqnorm(x, d), nlist)
     else:
         pqfast_negate(dist, nlist)
     heap_init(hd, hi, nprobe)
+    if nprobe >= SELECT_MIN_K:
+        ids = <int64_t*>(dist + round16(nlist))
+        for j in range(nlist):
+            ids[j] = j
+        select_smallest(dist, ids, nlist, nprobe,
+                        <uint32_t*>(dist + round16(nlist) + round16(2 * nlist)), hd, hi,
+                        True)
+        return
     for j in range(nlist):
         if pair_less(dist[j], j, hd[0], hi[0]):
             heap_sift_down(hd, hi, nprobe, 0, dist[j], j)

@@ -37,12 +37,17 @@ from pqfast._kernels._common cimport (
     sqnorm,
     heap_sift_down,
     heap_sort,
+    pqfast_keep_le,
+    pqfast_kth_key,
+    pqfast_select_k,
     pair_less,
     pqfast_ctz64,
     pqfast_sort_pairs,
     pqfast_dot_tables,
     heap_chunk,
+    nearest_columns,
     nearest_lists,
+    round16,
     team_size,
     thread_rows,
     omp_get_max_threads,
@@ -60,10 +65,6 @@ cdef extern from "fastscan.h" nogil:
     ctypedef float (*pqfast_quantize_fn)(const float*, Py_ssize_t, uint8_t*,
                                          float*) noexcept nogil
     pqfast_quantize_fn pqfast_quantize16_impl(int max_level)
-    void pqfast_select_k(float* d, int64_t* ids, Py_ssize_t n, Py_ssize_t k,
-                         uint32_t* keys, float* td, int64_t* ti)
-    uint32_t pqfast_kth_key(const uint32_t* keys, Py_ssize_t n, Py_ssize_t k)
-    Py_ssize_t pqfast_keep_le(uint32_t* keys, int64_t* pos, Py_ssize_t n, uint32_t t)
     void pqfast_fs_score_at(const uint8_t* blocks, Py_ssize_t M, const float* table,
                             float base, const int64_t* pos, Py_ssize_t n, float* out)
     uint32_t pqfast_fs_qsum_at(const uint8_t* blocks, Py_ssize_t M, const uint8_t* lut,
@@ -162,7 +163,7 @@ cdef enum:
     RESERVOIR_MIN_K = 17  # from this k on, candidates go through a Reservoir
 
 
-# Candidates of one query for large k (see pqfast_select_k in fastscan.h):
+# Candidates of one query for large k (see pqfast_select_k in simd.h):
 # entries must be below (thr_d, thr_i); room for 4k (so a selection, O(4k),
 # comes every 3k candidates or more); `keys` (4k) is also the scratch of the
 # final sort (pqfast_sort_pairs, 4 per entry).
@@ -591,10 +592,11 @@ cdef void flat_query(const FsLists* L, const float* x, const float* cnorms,
                      Py_ssize_t d, bint l2, Py_ssize_t nprobe, float* w,
                      Py_ssize_t fcols, int64_t* pi, float* hd, int64_t* hi,
                      Py_ssize_t k, const Selector* sel) noexcept nogil:
-    """One query of ivfpq4_search_flat: its coarse search (distances and probe
-    terms after the scan's fcols floats of w), then its lists' scan into the
-    sorted row hd, hi; pi: room for nprobe list numbers."""
-    nearest_lists(x, L.centroids, cnorms, L.nlist, d, l2, w + fcols + nprobe,
+    """One query of ivfpq4_search_flat: its coarse search (probe terms, then
+    nearest_columns(nlist, nprobe) floats for the distances, after the scan's
+    fcols floats of w), then its lists' scan into the sorted row hd, hi; pi:
+    room for nprobe list numbers."""
+    nearest_lists(x, L.centroids, cnorms, L.nlist, d, l2, w + fcols + round16(nprobe),
                   w + fcols, pi, nprobe)
     search_lists(L, x, pi, w + fcols, 0, nprobe, w, hd, hi, k, True, sel)
 
@@ -623,11 +625,12 @@ def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
     expect(dim(D, 0) == nq and dim(I, 0) == nq and dim(I, 1) == k and k >= 1, "shapes")
     cdef Selector selector = make_selector(sel)
     cdef int nt = team_size(nq, 1, 0)
-    # Per thread: the scan's scratch, then the coarse distances and the probe
-    # heap (terms, list numbers)
+    # Per thread: the scan's scratch, the probes' coarse terms, and the coarse
+    # distances (nearest_lists); pip: the probes' list numbers
     cdef Py_ssize_t fcols = work_columns(L.M, k)
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, fcols + L.nlist + nprobe, &wcols)
+    cdef float* wp = thread_rows(
+        &block, nt, fcols + round16(nprobe) + nearest_columns(L.nlist, nprobe), &wcols)
     cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
     if pip == NULL:
         free(block)

@@ -61,6 +61,7 @@ from pqfast._kernels._common cimport (
     nearest_lists,
     team_size,
     omp_get_max_threads,
+    nearest_columns,
     thread_rows,
 )
 
@@ -353,9 +354,10 @@ cdef void flat_query(const Lists* L, const float* x, const float* cnorms,
                      const Selector* sel) noexcept nogil:
     """One query of ivfpq_search_flat: its coarse search, then the scan of its
     probed lists into the sorted row hd, hi.  w: the thread's scratch row (2 M
-    ksub + nlist + nprobe floats); pi: room for nprobe list numbers."""
+    ksub + nearest_columns(nlist, nprobe) + nprobe floats); pi: room for
+    nprobe list numbers."""
     cdef Py_ssize_t mk = L.M * L.ksub
-    cdef float* pd = w + 2 * mk + nlist
+    cdef float* pd = w + 2 * mk + nearest_columns(nlist, nprobe)
     nearest_lists(x, L.centroids, cnorms, nlist, d, l2, w + 2 * mk, pd, pi, nprobe)
     heap_init(hd, hi, k)
     if use_direct(L, pi, nprobe):
@@ -400,9 +402,9 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     cdef int nt = team_size(nq, 1, 0)
     # Per thread: the query table, a list table, the coarse distances and
     # the probe heap's terms (floats), and the probe heap's list numbers.
-    cdef Py_ssize_t wcols
+    cdef Py_ssize_t wcols, ncols = nearest_columns(nlist, nprobe)
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, 2 * mk + nlist + nprobe, &wcols)
+    cdef float* wp = thread_rows(&block, nt, 2 * mk + ncols + nprobe, &wcols)
     cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
     if pip == NULL:
         free(block)
@@ -418,7 +420,7 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     # last a scheduler time slice (measured on 2 cores with one busy process:
     # median 16 -> 11 us, but mean 16 -> 22 us).
     if nq == 1 and omp_get_max_threads() >= 2:
-        w, pd, pi = wp, wp + 2 * mk + nlist, pip
+        w, pd, pi = wp, wp + 2 * mk + ncols, pip
         for t in prange(2, nogil=True, schedule="static", num_threads=2):
             if t == 0:
                 nearest_lists(xp, L.centroids, cnp, nlist, d, l2, w + 2 * mk, pd, pi,

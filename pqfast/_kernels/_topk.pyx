@@ -1,7 +1,7 @@
 """Top-k kernels: exact k-NN by blocked GEMM, heap sorting and merging."""
 
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy
 
@@ -20,11 +20,33 @@ from pqfast._kernels._common cimport (
     pqfast_lt_bits_impl,
     pqfast_min,
     pqfast_negate,
+    SELECT_MIN_K,
+    round16,
+    select_columns,
+    select_smallest,
     sqnorm,
     omp_get_max_threads,
     team_size,
     thread_rows,
 )
+
+
+cdef void select_row(const float* dist, Py_ssize_t nbk, int64_t id0, Py_ssize_t k,
+                     const Selector* sel, float* buf, float* hd, int64_t* hi,
+                     bint sort) noexcept nogil:
+    """The k smallest (distance, id) pairs of one row of a block (ids id0 +
+    j, those `sel` allows) into the padded heap row (hd, hi), by
+    select_smallest.  buf: select_columns(nbk, k) floats."""
+    cdef float* sd = buf
+    cdef int64_t* sid = <int64_t*>(buf + round16(nbk))
+    cdef Py_ssize_t j, n = 0
+    for j in range(nbk):
+        if sel.kind == 0 or sel_allows(sel, id0 + j):
+            sd[n] = dist[j]
+            sid[n] = id0 + j
+            n = n + 1
+    select_smallest(sd, sid, n, k, <uint32_t*>(buf + round16(nbk) + round16(2 * nbk)),
+                    hd, hi, sort)
 
 
 def knn(x,              # IN  (nq, d) float32 queries
@@ -43,7 +65,7 @@ def knn(x,              # IN  (nq, d) float32 queries
     query i's heap for segment s is row i * nseg + s.  With nseg == 1 the rows
     come out sorted, otherwise they are heaps for merge_heaps.  BLAS runs
     single-threaded inside each OpenMP thread (scikit-learn's k-means scheme).
-    Scratch space: qb * bb floats a thread.
+    Scratch space: qb * bb floats a thread, and for large k select_row's.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* xbp = <const float*>checked(xb, F32, 2, False, "xb")
@@ -66,8 +88,11 @@ def knn(x,              # IN  (nq, d) float32 queries
     cdef pqfast_lt_bits_fn lt_bits = pqfast_lt_bits_impl(2)
     cdef float thr, mn
     cdef float* dist
+    cdef bint select
+    cdef Py_ssize_t gcols = round16(qb * bb)  # the GEMM block's distances
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, qb * bb, &wcols)
+    cdef float* wp = thread_rows(
+        &block, nt, gcols + (select_columns(bb, k) if k >= SELECT_MIN_K else 0), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
@@ -79,6 +104,7 @@ def knn(x,              # IN  (nq, d) float32 queries
         # the same block, so gets the same rounding, at any thread count
         b0 = (nblk * s // nseg) * bb
         bhi = min(nb, (nblk * (s + 1) // nseg) * bb)
+        select = k >= SELECT_MIN_K and bhi - b0 <= bb
         while b0 < bhi:
             nbk = min(bb, bhi - b0)
             dist = wp + threadid() * wcols
@@ -93,6 +119,12 @@ def knn(x,              # IN  (nq, d) float32 queries
                 else:
                     pqfast_negate(dist, nbk)
                 thr = Dp[row * k]
+                if select:  # the segment's one block: no heap
+                    select_row(dist, nbk, b0, k, &selector,
+                               wp + threadid() * wcols + gcols, Dp + row * k,
+                               Ip + row * k, nseg == 1)
+                    dist = dist + nbk
+                    continue
                 mn = pqfast_min(dist, nbk)
                 if mn < thr and k == 1 and selector.kind == 0:
                     # the first position of the minimum is the smallest id
@@ -117,7 +149,7 @@ def knn(x,              # IN  (nq, d) float32 queries
                                 thr = Dp[row * k]
                 dist = dist + nbk
             b0 = b0 + nbk
-        if nseg == 1:
+        if nseg == 1 and not select:
             for i in range(nr):
                 heap_sort(Dp + (q0 + i) * k, Ip + (q0 + i) * k, k)
     free(block)

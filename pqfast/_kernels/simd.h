@@ -1365,4 +1365,102 @@ static void pqfast_sort_pairs(const float *d, const int64_t *ids, ptrdiff_t n,
     }
 }
 
+/* ---- selection for large k: a reservoir of candidates ----
+ *
+ * A heap pays about log2(k) mispredicted branches per entry; at k = 100
+ * that was most of the fast-scan search.  Candidates below a threshold are
+ * appended to a buffer instead; when it is full, the k smallest (distance,
+ * id) pairs are kept and the largest of them becomes the threshold.  The
+ * k-th smallest distance is found by bisection on the distances' order-
+ * preserving integer keys, each step one branch-free counting pass, and
+ * ties at that distance are kept by smallest id, so the pairs kept are
+ * exactly the k smallest, as a heap's (faiss's fast scan keeps a reservoir
+ * too, partitioning its 16-bit distances).  The keys: pqfast_fkey, simd.h. */
+
+/* The k-th smallest of n keys (1 <= k <= n): bisection on the value, each
+ * step one branch-free counting pass. */
+PQFAST_MULTIVERSION
+static uint32_t pqfast_kth_key(const uint32_t *keys, ptrdiff_t n, ptrdiff_t k)
+{
+    uint32_t lo = 0xFFFFFFFFu, hi = 0;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (ptrdiff_t j = 0; j < n; j++) {
+        lo = keys[j] < lo ? keys[j] : lo;
+        hi = keys[j] > hi ? keys[j] : hi;
+    }
+    while (lo < hi) { /* smallest t with count(key <= t) >= k */
+        const uint32_t mid = lo + (hi - lo) / 2;
+        int c = 0;
+#pragma omp simd reduction(+ : c)
+        for (ptrdiff_t j = 0; j < n; j++)
+            c += keys[j] <= mid;
+        if (c >= k)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* Keep, in order, the entries of keys[0..n) and pos[0..n) whose key is <= t;
+ * returns how many.  Branch-free: each write lands on a slot already read. */
+static ptrdiff_t pqfast_keep_le(uint32_t *keys, int64_t *pos, ptrdiff_t n, uint32_t t)
+{
+    ptrdiff_t w = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const uint32_t key = keys[j];
+        keys[w] = key;
+        pos[w] = pos[j];
+        w += key <= t;
+    }
+    return w;
+}
+
+/* Keep in d[0..k), ids[0..k) the k smallest pairs of the n > k given (no NaN);
+ * keys: room for n.  Returns the largest kept pair through *td, *ti. */
+PQFAST_MULTIVERSION
+static void pqfast_select_k(float *d, int64_t *ids, ptrdiff_t n, ptrdiff_t k,
+                            uint32_t *keys, float *td, int64_t *ti)
+{
+    for (ptrdiff_t j = 0; j < n; j++)
+        keys[j] = pqfast_fkey(d[j]);
+    const uint32_t lo = pqfast_kth_key(keys, n, k);
+    /* keep the pairs at or below the k-th key, in order, without branches:
+     * each write lands on a slot already read */
+    ptrdiff_t w = 0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const uint32_t key = keys[j];
+        d[w] = d[j];
+        ids[w] = ids[j];
+        keys[w] = key;
+        w += key <= lo;
+    }
+    if (w > k) {
+        /* ties at the k-th distance (duplicate distances; rare): order the
+         * first k slots by (distance, id) with a selection sort over [0, w) */
+        for (ptrdiff_t m = 0; m < k; m++) {
+            ptrdiff_t best = m;
+            for (ptrdiff_t j = m + 1; j < w; j++)
+                if (d[j] < d[best] || (d[j] == d[best] && ids[j] < ids[best]))
+                    best = j;
+            float dd = d[best];
+            int64_t ii = ids[best];
+            d[best] = d[m];
+            ids[best] = ids[m];
+            d[m] = dd;
+            ids[m] = ii;
+        }
+    }
+    /* the largest kept pair: the k-th key, with the largest id among those kept */
+    float bd = d[0];
+    int64_t bi = ids[0];
+    for (ptrdiff_t j = 1; j < k; j++)
+        if (d[j] > bd || (d[j] == bd && ids[j] > bi)) {
+            bd = d[j];
+            bi = ids[j];
+        }
+    *td = bd;
+    *ti = bi;
+}
+
 #endif
