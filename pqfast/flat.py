@@ -32,12 +32,14 @@ from pqfast.selectors import (
 )
 
 # GEMM blocks of queries x base rows: at least 128 queries (512 KiB of
-# distances, in L2), up to 512 while a batch still makes four blocks
-# (measured: 9000 x 379 x 384 at 1 thread, 25.3 -> 23.1 ms).  The size does
-# not depend on the thread count, so neither does any GEMM rounding.
+# distances, in L2), up to 512 while a batch still makes two blocks
+# (measured: 9000 x 379 x 384 at 1 thread, 25.3 -> 23.1 ms; 1000 x 379 x 384
+# in two blocks rather than four, 3.58 -> 3.41 ms at 1 thread, 1.80 -> 1.72
+# at 2).  The size does not depend on the thread count, so neither does any
+# GEMM rounding.
 _QUERY_BLOCK = 128
 _QUERY_BLOCK_MAX = 512
-_MIN_BLOCKS = 4
+_MIN_BLOCKS = 2
 _BASE_BLOCK = 1024
 # OpenBLAS runs a GEMM of at most this many multiply-adds on the calling thread
 # (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c).
