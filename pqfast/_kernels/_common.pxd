@@ -8,7 +8,7 @@
 # exactly the k smallest pairs whatever the visiting order; this is what
 # makes results independent of the thread count.
 
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc
 from libc.float cimport FLT_MAX
 from libc.string cimport memcpy, memset
@@ -311,6 +311,62 @@ cdef inline void select_smallest(float* sd, int64_t* sid, Py_ssize_t n, Py_ssize
     for j in range(k // 2 - 1, -1, -1):
         heap_sift_down(hd, hi, k, j, hd[j], hi[j])
 
+
+
+# Candidates of one query for large k: entries must be below (thr_d, thr_i);
+# room for 4k, so a selection (pqfast_select_k, O(4k)) comes every 3k
+# candidates or more, and the k smallest are kept, as a heap would keep them
+# but without its mispredicted branches.  `keys` (4k) is also the scratch of
+# the final sort (pqfast_sort_pairs, 4 per entry); `qthr` is the fast scan's
+# quantized threshold.
+cdef struct Reservoir:
+    float* d
+    int64_t* i
+    uint32_t* keys
+    Py_ssize_t n
+    Py_ssize_t k
+    float thr_d
+    int64_t thr_i
+    uint32_t qthr
+
+
+cdef inline Py_ssize_t reservoir_columns(Py_ssize_t k) noexcept nogil:
+    """Floats a Reservoir for k takes (reservoir_at): a header, then 4k
+    distances, ids and keys; a multiple of 16."""
+    return 16 + 16 * k
+
+
+cdef inline Reservoir* reservoir_at(float* at, Py_ssize_t k) noexcept nogil:
+    """An empty Reservoir for k at `at` (reservoir_columns(k) floats, 64-byte
+    aligned)."""
+    cdef Reservoir* r = <Reservoir*>at
+    r.d = at + 16
+    r.i = <int64_t*>(at + 16 + 4 * k)
+    r.keys = <uint32_t*>(at + 16 + 12 * k)
+    r.n = 0
+    r.k = k
+    r.thr_d = FLT_MAX
+    r.thr_i = INT64_MAX
+    r.qthr = 65535
+    return r
+
+
+cdef inline void reservoir_push(Reservoir* r, float d, int64_t idx) noexcept nogil:
+    """Keep (d, idx), below the threshold; a full reservoir keeps its k smallest."""
+    r.d[r.n] = d
+    r.i[r.n] = idx
+    r.n = r.n + 1
+    if r.n == 4 * r.k:
+        pqfast_select_k(r.d, r.i, r.n, r.k, r.keys, &r.thr_d, &r.thr_i)
+        r.n = r.k
+
+
+cdef inline void reservoir_finish(Reservoir* r, float* hd, int64_t* hi,
+                                  bint sort) noexcept nogil:
+    """Put the k smallest candidates into (hd, hi), initialised to padding:
+    sorted by (distance, id) when `sort` (padding last), otherwise as a heap
+    for a later merge (select_smallest)."""
+    select_smallest(r.d, r.i, r.n, r.k, r.keys, hd, hi, sort)
 
 cdef inline void heap_merge(float* hd, int64_t* hi, const float* od,
                             const int64_t* oi, Py_ssize_t k) noexcept nogil:

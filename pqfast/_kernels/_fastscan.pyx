@@ -37,6 +37,12 @@ from pqfast._kernels._common cimport (
     sqnorm,
     heap_sift_down,
     heap_sort,
+    Reservoir,
+    SELECT_MIN_K,
+    reservoir_at,
+    reservoir_columns,
+    reservoir_finish,
+    reservoir_push,
     pqfast_keep_le,
     pqfast_kth_key,
     pqfast_select_k,
@@ -159,80 +165,21 @@ def quantize(table, int level, lut):
     return scale, bias
 
 
-cdef enum:
-    RESERVOIR_MIN_K = 17  # from this k on, candidates go through a Reservoir
-
-
-# Candidates of one query for large k (see pqfast_select_k in simd.h):
-# entries must be below (thr_d, thr_i); room for 4k (so a selection, O(4k),
-# comes every 3k candidates or more); `keys` (4k) is also the scratch of the
-# final sort (pqfast_sort_pairs, 4 per entry).
-cdef struct Reservoir:
-    float* d
-    int64_t* i
-    uint32_t* keys
-    Py_ssize_t n
-    Py_ssize_t k
-    float thr_d
-    int64_t thr_i
-    uint32_t qthr
-
-
 cdef inline Py_ssize_t work_columns(Py_ssize_t M, Py_ssize_t k) noexcept nogil:
     """Scratch floats per thread of pq4_search / ivfpq4_search: the float
     tables (2 M * 16), the 8-bit table (M * 4 floats, in a region of M * 16 +
     16 that once also held block sums), and for large k a Reservoir (a
     header, then room for 4k distances, ids, keys)."""
-    return 3 * M * 16 + 16 + (16 + 16 * k if k >= RESERVOIR_MIN_K else 0)
+    return 3 * M * 16 + 16 + (reservoir_columns(k) if k >= SELECT_MIN_K else 0)
 
 
 cdef inline Reservoir* thread_reservoir(float* row, Py_ssize_t M,
                                         Py_ssize_t k) noexcept nogil:
     """An empty Reservoir in a thread's scratch row (see work_columns), or
     NULL for small k (the heap is used directly)."""
-    cdef Reservoir* r
-    cdef float* at = row + 3 * M * 16 + 16  # a multiple of 16 floats: aligned
-    if k < RESERVOIR_MIN_K:
+    if k < SELECT_MIN_K:
         return NULL
-    r = <Reservoir*>at
-    r.d = at + 16
-    r.i = <int64_t*>(at + 16 + 4 * k)
-    r.keys = <uint32_t*>(at + 16 + 12 * k)
-    r.n = 0
-    r.k = k
-    r.thr_d = FLT_MAX
-    r.thr_i = INT64_MAX
-    r.qthr = 65535
-    return r
-
-
-cdef inline void reservoir_push(Reservoir* r, float d, int64_t idx) noexcept nogil:
-    """Keep (d, idx), below the threshold; a full reservoir keeps its k smallest."""
-    r.d[r.n] = d
-    r.i[r.n] = idx
-    r.n = r.n + 1
-    if r.n == 4 * r.k:
-        pqfast_select_k(r.d, r.i, r.n, r.k, r.keys, &r.thr_d, &r.thr_i)
-        r.n = r.k
-
-
-cdef inline void reservoir_finish(Reservoir* r, float* hd, int64_t* hi,
-                                  bint sort) noexcept nogil:
-    """Put the k smallest candidates into (hd, hi), initialised to padding:
-    sorted by (distance, id) when `sort` (padding last), otherwise as a heap
-    (copied in, then heapified: Floyd), for a later merge."""
-    cdef Py_ssize_t j, k = r.k
-    if r.n > k:
-        pqfast_select_k(r.d, r.i, r.n, k, r.keys, &r.thr_d, &r.thr_i)
-        r.n = k
-    if sort:
-        pqfast_sort_pairs(r.d, r.i, r.n, r.keys, hd, hi)
-        return
-    for j in range(r.n):
-        hd[j] = r.d[j]
-        hi[j] = r.i[j]
-    for j in range(k // 2 - 1, -1, -1):
-        heap_sift_down(hd, hi, k, j, hd[j], hi[j])
+    return reservoir_at(row + 3 * M * 16 + 16, k)  # a multiple of 16 floats: aligned
 
 
 cdef inline uint16_t qthreshold(float room, float scale, Py_ssize_t M) noexcept nogil:
@@ -440,7 +387,7 @@ def pq4_search(x,          # IN  (nq, d) float32 queries
     P.x, P.cbt, P.ynorm, P.blocks, P.dist, P.ids = xp, cbtp, ynp, bp, Dp, Ip
     P.d, P.M, P.dsub, P.nblocks, P.ntotal = d, M, dsub, nblocks, ntotal
     P.nseg, P.k, P.l2 = nseg, k, l2
-    P.next_block = pqfast_fs_next_impl(2 if simd else 0, k >= RESERVOIR_MIN_K)
+    P.next_block = pqfast_fs_next_impl(2 if simd else 0, k >= SELECT_MIN_K)
     P.quantize = pqfast_quantize16_impl(2 if simd else 0)
     P.exact = pqfast_fs_exact_impl(2 if simd else 0)
     P.sel = make_selector(sel)
