@@ -430,8 +430,9 @@ cdef inline void scan_codes(const float* table, const float* table2,
                             Py_ssize_t code_size, Py_ssize_t M, int nbits,
                             Py_ssize_t ksub, float base, float* hd, int64_t* hi,
                             Py_ssize_t k, const Selector* sel,
-                            const float* terms=NULL) noexcept nogil:
-    """Push base + ADC distance (+ terms[i], when given) of n codes into the heap.
+                            const float* terms=NULL, Reservoir* res=NULL) noexcept nogil:
+    """Push base + ADC distance (+ terms[i], when given) of n codes into the heap
+    (into `res` instead, when given).
 
     The id of code i is ids[i], or id0 + i when ids is NULL; ids the selector
     rejects are skipped (tested only for codes that would enter).  Distances are
@@ -449,19 +450,28 @@ cdef inline void scan_codes(const float* table, const float* table2,
             for i in range(nb):
                 dist[i] = dist[i] + terms[b0 + i]
         offer_block(dist, nb, ids + b0 if ids != NULL else NULL, id0 + b0, hd, hi, k,
-                    sel)
+                    sel, res)
         b0 = b0 + nb
 
 
 cdef inline void offer_block(const float* dist, Py_ssize_t nb, const int64_t* ids,
                              int64_t id0, float* hd, int64_t* hi, Py_ssize_t k,
-                             const Selector* sel) noexcept nogil:
-    """Push nb distances into the heap: the id of dist[j] is ids[j], or id0 + j
-    when ids is NULL; ids the selector rejects are skipped (tested only for
-    distances that would enter), and a block whose minimum cannot enter costs
-    one pass."""
+                             const Selector* sel, Reservoir* res=NULL) noexcept nogil:
+    """Push nb distances into the heap (into `res` instead, when given): the id
+    of dist[j] is ids[j], or id0 + j when ids is NULL; ids the selector rejects
+    are skipped (tested only for distances that would enter), and a block whose
+    minimum cannot enter costs one pass."""
     cdef Py_ssize_t j
     cdef int64_t idx
+    if res != NULL:
+        if pqfast_min(dist, nb) <= res.thr_d:
+            for j in range(nb):
+                if dist[j] <= res.thr_d:
+                    idx = ids[j] if ids != NULL else id0 + j
+                    if (pair_less(dist[j], idx, res.thr_d, res.thr_i)
+                            and sel_allows(sel, idx)):
+                        reservoir_push(res, dist[j], idx)
+        return
     if pqfast_min(dist, nb) <= hd[0]:
         for j in range(nb):
             if dist[j] <= hd[0]:
@@ -476,7 +486,8 @@ cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
                                   const float* base,
                                   Py_ssize_t nq, float* hd, int64_t* hi,
                                   Py_ssize_t hstride, Py_ssize_t k,
-                                  const Selector* sel) noexcept nogil:
+                                  const Selector* sel,
+                                  Reservoir** res=NULL) noexcept nogil:
     """scan_codes for nq <= PQFAST_MQ queries at once over 8- or 4-bit codes
     (adc from pqfast_adc_multi_impl).
 
@@ -485,7 +496,7 @@ cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
     hi + q * hstride).  The kernel flags the lanes at or below the thresholds
     of the block's start (which only loosen what is visited); each flagged
     pair is then offered exactly as scan_codes offers it, so the heaps end
-    the same.
+    the same.  With `res`, query q's candidates go to res[q] instead.
     """
     cdef float dist[SCAN_BLOCK * PQFAST_MQ]
     cdef uint8_t hit[SCAN_BLOCK]
@@ -499,7 +510,8 @@ cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
     cdef int64_t idx
     for q in range(PQFAST_MQ):
         b[q] = base[q] if q < nq else 0
-        thr[q] = hd[q * hstride] if q < nq else -FLT_MAX
+        thr[q] = -FLT_MAX if q >= nq else (res[q].thr_d if res != NULL
+                                           else hd[q * hstride])
     while b0 < n:
         nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
         adc(T, codes + b0 * code_size, nb, M, b, thr, dist, hit)
@@ -512,12 +524,16 @@ cdef inline void scan_codes_multi(pqfast_adc_multi_fn adc, const float* T,
                     hq = hd + q * hstride
                     iq = hi + q * hstride
                     idx = id0 + b0 + j
-                    if pair_less(dj, idx, hq[0], iq[0]) and sel_allows(sel, idx):
+                    if res != NULL:
+                        if (pair_less(dj, idx, res[q].thr_d, res[q].thr_i)
+                                and sel_allows(sel, idx)):
+                            reservoir_push(res[q], dj, idx)
+                    elif pair_less(dj, idx, hq[0], iq[0]) and sel_allows(sel, idx):
                         heap_sift_down(hq, iq, k, 0, dj, idx)
                 h = h >> 1
                 q = q + 1
         for q in range(nq):
-            thr[q] = hd[q * hstride]
+            thr[q] = res[q].thr_d if res != NULL else hd[q * hstride]
         b0 = b0 + nb
 
 

@@ -43,6 +43,12 @@ from pqfast._kernels._common cimport (
     sqnorm,
     team_size,
     thread_rows,
+    Reservoir,
+    SELECT_MIN_K,
+    reservoir_at,
+    reservoir_columns,
+    reservoir_finish,
+    round16,
 )
 
 
@@ -325,6 +331,7 @@ cdef struct PqSearch:
     float* dist           # heap rows (D, I)
     int64_t* ids
     Py_ssize_t nq, d, M, dsub, ksub, n, cs, nseg, k, qb, wcols
+    Py_ssize_t res_off      # floats from a row's start to its Reservoirs, 0: none
     int nbits
     bint l2
     pqfast_adc_multi_fn adc
@@ -341,6 +348,12 @@ cdef void search_item(const PqSearch* P, Py_ssize_t w, float* tables) noexcept n
     cdef float* hd = P.dist + (q0 * nseg + s) * k
     cdef int64_t* hi_ = P.ids + (q0 * nseg + s) * k
     cdef float* T
+    cdef Reservoir* res[PQFAST_MQ]  # for large k, candidates go through these
+    cdef Reservoir** rp = NULL
+    if P.res_off > 0:
+        for i in range(nqb):
+            res[i] = reservoir_at(tables + P.res_off + i * reservoir_columns(k), k)
+        rp = res
     query_tables(P.x + q0 * P.d, nqb, P.d, P.cbt, P.ynorm, P.M, P.dsub, P.ksub, P.l2,
                  tables)
     for i in range(nqb):
@@ -351,14 +364,16 @@ cdef void search_item(const PqSearch* P, Py_ssize_t w, float* tables) noexcept n
         T = <float*>((<size_t>(tables + nqb * mk) + 63) & ~(<size_t>63))
         pqfast_interleave8(tables, nqb, mk, T)
         scan_codes_multi(P.adc, T, P.codes + lo * P.cs, lo, hi - lo, P.cs, P.M,
-                         base, nqb, hd, hi_, nseg * k, k, &P.sel)
+                         base, nqb, hd, hi_, nseg * k, k, &P.sel, rp)
     elif hi > lo:
         for i in range(nqb):
             scan_codes(tables + i * mk, NULL, P.codes + lo * P.cs, NULL, lo, hi - lo,
                        P.cs, P.M, P.nbits, P.ksub, base[i], hd + i * nseg * k,
-                       hi_ + i * nseg * k, k, &P.sel)
-    if nseg == 1:
-        for i in range(nqb):
+                       hi_ + i * nseg * k, k, &P.sel, NULL, rp[i] if rp else NULL)
+    for i in range(nqb):
+        if rp != NULL:
+            reservoir_finish(res[i], hd + i * nseg * k, hi_ + i * nseg * k, nseg == 1)
+        elif nseg == 1:
             heap_sort(hd + i * k, hi_ + i * k, k)
 
 
@@ -406,7 +421,12 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     P.sel = make_selector(sel)
     cdef Py_ssize_t n_items = (nq + P.qb - 1) // P.qb * nseg
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, work_columns(M, ksub), &P.wcols)
+    # Large k: the block's Reservoirs after the tables, the base constants
+    # still at the row's end
+    P.res_off = round16(work_columns(M, ksub)) if k >= SELECT_MIN_K else 0
+    cdef float* wp = thread_rows(
+        &block, nt, (P.res_off + max_block(ksub) * reservoir_columns(k) + PQFAST_MQ
+                     if P.res_off else work_columns(M, ksub)), &P.wcols)
     cdef int team = team_size(n_items, 1, nt)
     if team == 1:  # no OpenMP region for a team of one (see team_size)
         with nogil:
