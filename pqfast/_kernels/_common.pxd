@@ -368,6 +368,28 @@ cdef inline void reservoir_finish(Reservoir* r, float* hd, int64_t* hi,
     for a later merge (select_smallest)."""
     select_smallest(r.d, r.i, r.n, r.k, r.keys, hd, hi, sort)
 
+
+cdef inline Reservoir* row_reservoir(float* at, Py_ssize_t k) noexcept nogil:
+    """A query's Reservoir at `at` (reservoir_columns(k) floats) when k is
+    large enough for one (SELECT_MIN_K), else NULL: the heap is used."""
+    return reservoir_at(at, k) if k >= SELECT_MIN_K else NULL
+
+
+cdef inline Py_ssize_t row_reservoir_columns(Py_ssize_t k) noexcept nogil:
+    """Floats row_reservoir needs."""
+    return reservoir_columns(k) if k >= SELECT_MIN_K else 0
+
+
+cdef inline void finish_row(Reservoir* res, float* hd, int64_t* hi, Py_ssize_t k,
+                            bint sort) noexcept nogil:
+    """End a query's scan: the k best of its Reservoir (when not NULL) into the
+    padded row hd, hi, sorted when `sort`, else heapified; without one, the
+    heap sorted when `sort`."""
+    if res != NULL:
+        reservoir_finish(res, hd, hi, sort)
+    elif sort:
+        heap_sort(hd, hi, k)
+
 cdef inline void heap_merge(float* hd, int64_t* hi, const float* od,
                             const int64_t* oi, Py_ssize_t k) noexcept nogil:
     """Offer every entry of another heap of size k to this one."""

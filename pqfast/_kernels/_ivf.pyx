@@ -63,6 +63,11 @@ from pqfast._kernels._common cimport (
     omp_get_max_threads,
     nearest_columns,
     thread_rows,
+    Reservoir,
+    finish_row,
+    round16,
+    row_reservoir,
+    row_reservoir_columns,
 )
 
 
@@ -190,7 +195,7 @@ cdef inline bint use_direct(const Lists* L, const int64_t* probes,
 cdef void scan_lists_direct(const Lists* L, const float* x, const int64_t* probes,
                             const float* coarse, Py_ssize_t p0, Py_ssize_t p1,
                             float* r, float* hd, int64_t* hi, Py_ssize_t k,
-                            const Selector* sel) noexcept nogil:
+                            const Selector* sel, Reservoir* res) noexcept nogil:
     """scan_lists with each code's distance computed from the codebook (L2:
     ||r - y||^2 with r = x - c by residual, else x; inner product: <x, c> +
     <x, y>, the first being coarse[p]).  r: room for d floats."""
@@ -218,17 +223,18 @@ cdef void scan_lists_direct(const Lists* L, const float* x, const int64_t* probe
             nb = min(<Py_ssize_t>SCAN_BLOCK, n - b0)
             L.direct(rp, L.cents, codes + b0 * L.code_size, nb, L.M, L.dsub, L.l2,
                      0 if L.l2 else coarse[p], dist)
-            offer_block(dist, nb, ids + b0, 0, hd, hi, k, sel)
+            offer_block(dist, nb, ids + b0, 0, hd, hi, k, sel, res)
             b0 = b0 + nb
 
 
 cdef void scan_lists(const Lists* L, const float* qtab, const int64_t* probes,
                      const float* coarse, Py_ssize_t p0, Py_ssize_t p1, float* ltab,
                      float* hd, int64_t* hi, Py_ssize_t k,
-                     const Selector* sel) noexcept nogil:
+                     const Selector* sel, Reservoir* res) noexcept nogil:
     """Push the codes of lists probes[p0:p1] (-1: none) into the heap (hd, hi),
-    given the query's table qtab; coarse[p] is list probes[p]'s coarse term and
-    ltab room for one list table (M * ksub floats)."""
+    or into `res` when not NULL (large k), given the query's table qtab;
+    coarse[p] is list probes[p]'s coarse term and ltab room for one list table
+    (M * ksub floats)."""
     cdef Py_ssize_t p, l
     cdef const float* tab
     cdef const float* tab2
@@ -251,7 +257,8 @@ cdef void scan_lists(const Lists* L, const float* qtab, const int64_t* probes,
                              L.l2, ltab)
         scan_codes(tab, tab2, <const uint8_t*><uintptr_t>L.code_ptrs[l],
                    <const int64_t*><uintptr_t>L.id_ptrs[l], 0, L.sizes[l],
-                   L.code_size, L.M, L.nbits, L.ksub, coarse[p], hd, hi, k, sel, terms)
+                   L.code_size, L.M, L.nbits, L.ksub, coarse[p], hd, hi, k, sel, terms,
+                   res)
 
 
 def ivfpq_search(x,            # IN  (nq, d) float32 queries
@@ -309,7 +316,9 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef bint tables
     cdef Py_ssize_t excess
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, work_columns(L.M, L.ksub), &wcols)
+    cdef Reservoir* res
+    cdef Py_ssize_t roff = work_columns(L.M, L.ksub)  # (a multiple of 16)
+    cdef float* wp = thread_rows(&block, nt, roff + row_reservoir_columns(k), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):
         q0 = (w // nseg) * qb
@@ -334,17 +343,17 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
             hd = Dp + (q * nseg + s) * k
             hi = Ip + (q * nseg + s) * k
             heap_init(hd, hi, k)
+            res = row_reservoir(qtab + roff, k)
             if not tables or (L.direct_on
                               and direct_excess(&L, pp + q * nprobe, nprobe) <= 0):
                 scan_lists_direct(&L, xp + q * d, pp + q * nprobe, cp + q * nprobe,
                                   nprobe * s // nseg, nprobe * (s + 1) // nseg,
-                                  qtab + qb * mk, hd, hi, k, &selector)
+                                  qtab + qb * mk, hd, hi, k, &selector, res)
             else:
                 scan_lists(&L, qtab + i * mk, pp + q * nprobe, cp + q * nprobe,
                            nprobe * s // nseg, nprobe * (s + 1) // nseg, qtab + qb * mk,
-                           hd, hi, k, &selector)
-            if nseg == 1:
-                heap_sort(hd, hi, k)
+                           hd, hi, k, &selector, res)
+            finish_row(res, hd, hi, k, nseg == 1)
     free(block)
 
 
@@ -353,21 +362,30 @@ cdef void flat_query(const Lists* L, const float* x, const float* cnorms,
                      float* w, int64_t* pi, float* hd, int64_t* hi, Py_ssize_t k,
                      const Selector* sel) noexcept nogil:
     """One query of ivfpq_search_flat: its coarse search, then the scan of its
-    probed lists into the sorted row hd, hi.  w: the thread's scratch row (2 M
-    ksub + nearest_columns(nlist, nprobe) + nprobe floats); pi: room for
-    nprobe list numbers."""
+    probed lists into the sorted row hd, hi.  w: the thread's scratch row
+    (flat_columns); pi: room for nprobe list numbers."""
     cdef Py_ssize_t mk = L.M * L.ksub
     cdef float* pd = w + 2 * mk + nearest_columns(nlist, nprobe)
+    cdef Reservoir* res = row_reservoir(pd + round16(nprobe), k)
     nearest_lists(x, L.centroids, cnorms, nlist, d, l2, w + 2 * mk, pd, pi, nprobe)
     heap_init(hd, hi, k)
     if use_direct(L, pi, nprobe):
-        scan_lists_direct(L, x, pi, pd, 0, nprobe, w + mk, hd, hi, k, sel)
+        scan_lists_direct(L, x, pi, pd, 0, nprobe, w + mk, hd, hi, k, sel, res)
     else:
         memset(w, 0, mk * sizeof(float))
         pqfast_dot_tables(x, d, 1, L.cbt, L.M, L.dsub, L.ksub, -2.0 if l2 else -1.0,
                           w, mk)
-        scan_lists(L, w, pi, pd, 0, nprobe, w + mk, hd, hi, k, sel)
-    heap_sort(hd, hi, k)
+        scan_lists(L, w, pi, pd, 0, nprobe, w + mk, hd, hi, k, sel, res)
+    finish_row(res, hd, hi, k, True)
+
+
+cdef inline Py_ssize_t flat_columns(Py_ssize_t mk, Py_ssize_t nlist, Py_ssize_t nprobe,
+                                    Py_ssize_t k) noexcept nogil:
+    """A thread's scratch floats in ivfpq_search_flat: the query table, a list
+    table, the coarse distances (nearest_lists), the probes' coarse terms and,
+    for large k, a Reservoir."""
+    return (2 * mk + nearest_columns(nlist, nprobe) + round16(nprobe)
+            + row_reservoir_columns(k))
 
 
 def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
@@ -400,11 +418,10 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
            "heap shapes")
     cdef Selector selector = make_selector(sel)
     cdef int nt = team_size(nq, 1, 0)
-    # Per thread: the query table, a list table, the coarse distances and
-    # the probe heap's terms (floats), and the probe heap's list numbers.
+    # Per thread: flat_columns floats, and the probes' list numbers (pip)
     cdef Py_ssize_t wcols, ncols = nearest_columns(nlist, nprobe)
     cdef void* block
-    cdef float* wp = thread_rows(&block, nt, 2 * mk + ncols + nprobe, &wcols)
+    cdef float* wp = thread_rows(&block, nt, flat_columns(mk, nlist, nprobe, k), &wcols)
     cdef int64_t* pip = <int64_t*>malloc(nt * nprobe * sizeof(int64_t))
     if pip == NULL:
         free(block)
@@ -413,6 +430,7 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     cdef float* w
     cdef float* pd
     cdef int64_t* pi
+    cdef Reservoir* res
     # One query and two or more threads: the coarse search and the query
     # table (about 6 and 4 us at d=384, nlist 379) run on two threads at once,
     # then the scan on this one.  A third faster when the second core is
@@ -431,14 +449,15 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
                                   -2.0 if l2 else -1.0, w, mk)
         with nogil:
             heap_init(Dp, Ip, k)
+            res = row_reservoir(pd + round16(nprobe), k)
             # The table, built meanwhile, is not counted as paid for: at 2
             # threads, IP M=32 nprobe 1 took 1.6x longer with it than direct.
             if use_direct(&L, pi, nprobe):
                 scan_lists_direct(&L, xp, pi, pd, 0, nprobe, w + mk, Dp, Ip, k,
-                                  &selector)
+                                  &selector, res)
             else:
-                scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp, Ip, k, &selector)
-            heap_sort(Dp, Ip, k)
+                scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp, Ip, k, &selector, res)
+            finish_row(res, Dp, Ip, k, True)
         free(block)
         free(pip)
         return
