@@ -759,3 +759,31 @@ def test_list_terms_failure_after_add_does_not_fail_the_add(xb, monkeypatch):
     index.search(xq, 10)
     index.pq = trained_ivf(xb[::-1].copy()).pq
     assert_distances_match_reconstruction(index, xq)
+
+
+@pytest.mark.parametrize("metric", [pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT])
+def test_reservoir_and_heap_agree_around_their_limits(xb, metric):
+    """8-bit scans keep candidates in a Reservoir for 17 <= k <= 4096 and in
+    the heap outside: the first k of a larger search are the k results on
+    both sides of each limit (IndexPQ; IVFPQ's one-call path with nlist and
+    nprobe that leave its scratch parts unaligned to 16 floats)."""
+    d = xb.shape[1]
+    pq = pqfast.IndexPQ(d, 8, 8, metric)
+    pq.train(xb)
+    pq.add(np.concatenate([xb, xb]))  # ties: every vector twice
+    xq = np.ascontiguousarray(xb[:3] + 0.01)
+    D_all, I_all = pq.search(xq, 4200)
+    for k in (16, 17, 4096, 4097):
+        D, I = pq.search(xq, k)
+        np.testing.assert_array_equal(I, I_all[:, :k])
+        np.testing.assert_array_equal(D, D_all[:, :k])
+    q = pqfast.IndexFlatL2(d) if metric == pqfast.METRIC_L2 else pqfast.IndexFlatIP(d)
+    ivf = pqfast.IndexIVFPQ(q, d, 101, 8, 8, metric)
+    ivf.train(xb)
+    ivf.add(xb)
+    ivf.nprobe = 20
+    D_all, I_all = ivf.search(xq[:1], 200)
+    for k in (16, 20, 199):
+        D, I = ivf.search(xq[:1], k)
+        np.testing.assert_array_equal(I, I_all[:, :k])
+        np.testing.assert_array_equal(D, D_all[:, :k])

@@ -97,7 +97,7 @@ cdef inline int team_size(Py_ssize_t n_items, Py_ssize_t grain, int cap) noexcep
     still enters libgomp, though (GOMP_parallel sets a team up and tears it
     down, with a futex wake at its closing barrier): about 2 us a call, a
     tenth of a one-query IVFPQ search.  Kernels often called for one work item
-    therefore run a team of one as a plain loop (PERFORMANCE.md, 46).
+    therefore run a team of one as a plain loop (PERFORMANCE.md, optimization 46).
     """
     cdef Py_ssize_t t = n_items // grain
     if cap <= 0:
@@ -272,6 +272,9 @@ cdef enum:
     # not kept in a heap: at k = 16 the two cost the same (coarse search of
     # 1000 queries against 379 centroids), from k = 32 selection is faster.
     SELECT_MIN_K = 17
+    # Above this k the 8-bit scans keep the heap: a Reservoir takes 64 k bytes
+    # (IndexPQ holds eight a thread), and a heap's branches matter less there.
+    RESERVOIR_MAX_K = 4096
 
 
 cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
@@ -280,8 +283,9 @@ cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
 
 cdef inline Py_ssize_t select_columns(Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """Scratch floats to select k of n pairs: distances, ids (two floats each)
-    and keys (select_buffers)."""
-    return round16(n) + round16(2 * n) + max(4 * k, n)
+    and keys (select_smallest, _topk.select_row).  Each part is a multiple of
+    16 floats, so what follows stays 64-byte aligned."""
+    return round16(n) + round16(2 * n) + round16(max(4 * k, n))
 
 
 cdef inline void select_smallest(float* sd, int64_t* sid, Py_ssize_t n, Py_ssize_t k,
@@ -370,14 +374,19 @@ cdef inline void reservoir_finish(Reservoir* r, float* hd, int64_t* hi,
 
 
 cdef inline Reservoir* row_reservoir(float* at, Py_ssize_t k) noexcept nogil:
-    """A query's Reservoir at `at` (reservoir_columns(k) floats) when k is
-    large enough for one (SELECT_MIN_K), else NULL: the heap is used."""
-    return reservoir_at(at, k) if k >= SELECT_MIN_K else NULL
+    """A query's Reservoir at `at` (reservoir_columns(k) floats, 64-byte
+    aligned) when k calls for one (use_reservoir), else NULL: the heap is used."""
+    return reservoir_at(at, k) if use_reservoir(k) else NULL
 
 
 cdef inline Py_ssize_t row_reservoir_columns(Py_ssize_t k) noexcept nogil:
     """Floats row_reservoir needs."""
-    return reservoir_columns(k) if k >= SELECT_MIN_K else 0
+    return reservoir_columns(k) if use_reservoir(k) else 0
+
+
+cdef inline bint use_reservoir(Py_ssize_t k) noexcept nogil:
+    """Whether an 8-bit scan for k keeps its candidates in a Reservoir."""
+    return SELECT_MIN_K <= k <= RESERVOIR_MAX_K
 
 
 cdef inline void finish_row(Reservoir* res, float* hd, int64_t* hi, Py_ssize_t k,

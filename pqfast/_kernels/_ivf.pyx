@@ -317,7 +317,7 @@ def ivfpq_search(x,            # IN  (nq, d) float32 queries
     cdef Py_ssize_t excess
     cdef void* block
     cdef Reservoir* res
-    cdef Py_ssize_t roff = work_columns(L.M, L.ksub)  # (a multiple of 16)
+    cdef Py_ssize_t roff = round16(work_columns(L.M, L.ksub))
     cdef float* wp = thread_rows(&block, nt, roff + row_reservoir_columns(k), &wcols)
     for w in prange(n_items, nogil=True, schedule="dynamic",
                     num_threads=team_size(n_items, 1, nt)):

@@ -44,7 +44,7 @@ from pqfast._kernels._common cimport (
     team_size,
     thread_rows,
     Reservoir,
-    SELECT_MIN_K,
+    use_reservoir,
     reservoir_at,
     reservoir_columns,
     reservoir_finish,
@@ -423,7 +423,7 @@ def pq_search(x,            # IN  (nq, d) float32 queries
     cdef void* block
     # Large k: the block's Reservoirs after the tables, the base constants
     # still at the row's end
-    P.res_off = round16(work_columns(M, ksub)) if k >= SELECT_MIN_K else 0
+    P.res_off = round16(work_columns(M, ksub)) if use_reservoir(k) else 0
     cdef float* wp = thread_rows(
         &block, nt, (P.res_off + max_block(ksub) * reservoir_columns(k) + PQFAST_MQ
                      if P.res_off else work_columns(M, ksub)), &P.wcols)

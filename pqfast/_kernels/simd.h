@@ -1375,7 +1375,7 @@ static void pqfast_sort_pairs(const float *d, const int64_t *ids, ptrdiff_t n,
  * preserving integer keys, each step one branch-free counting pass, and
  * ties at that distance are kept by smallest id, so the pairs kept are
  * exactly the k smallest, as a heap's (faiss's fast scan keeps a reservoir
- * too, partitioning its 16-bit distances).  The keys: pqfast_fkey, simd.h. */
+ * too, partitioning its 16-bit distances).  The keys: pqfast_fkey, above. */
 
 /* The k-th smallest of n keys (1 <= k <= n): bisection on the value, each
  * step one branch-free counting pass. */
