@@ -282,10 +282,15 @@ cdef inline Py_ssize_t round16(Py_ssize_t n) noexcept nogil:
 
 
 cdef inline Py_ssize_t select_columns(Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """Scratch floats to select k of n pairs: distances, ids (two floats each)
-    and keys (select_smallest, _topk.select_row).  Each part is a multiple of
-    16 floats, so what follows stays 64-byte aligned."""
+    """Scratch floats to select k of up to n pairs (select_in): distances, ids
+    (select_ids: two floats each) and keys.  Each part is a multiple of 16
+    floats, so what follows stays 64-byte aligned."""
     return round16(n) + round16(2 * n) + round16(max(4 * k, n))
+
+
+cdef inline int64_t* select_ids(float* buf, Py_ssize_t n) noexcept nogil:
+    """The ids of a select_columns(n, k) buffer, after its distances at buf."""
+    return <int64_t*>(buf + round16(n))
 
 
 cdef inline void select_smallest(float* sd, int64_t* sid, Py_ssize_t n, Py_ssize_t k,
@@ -323,6 +328,14 @@ cdef inline void select_smallest(float* sd, int64_t* sid, Py_ssize_t n, Py_ssize
 # but without its mispredicted branches.  `keys` (4k) is also the scratch of
 # the final sort (pqfast_sort_pairs, 4 per entry); `qthr` is the fast scan's
 # quantized threshold.
+cdef inline void select_in(float* buf, Py_ssize_t cap, Py_ssize_t n, Py_ssize_t k,
+                           float* hd, int64_t* hi, bint sort) noexcept nogil:
+    """select_smallest over the first n pairs of a select_columns(cap, k)
+    buffer: distances at buf, ids at select_ids(buf, cap), then the keys."""
+    select_smallest(buf, select_ids(buf, cap), n, k,
+                    <uint32_t*>(buf + round16(cap) + round16(2 * cap)), hd, hi, sort)
+
+
 cdef struct Reservoir:
     float* d
     int64_t* i
@@ -601,12 +614,10 @@ cdef inline void nearest_lists(const float* x, const float* cents, const float* 
         pqfast_negate(dist, nlist)
     heap_init(hd, hi, nprobe)
     if nprobe >= SELECT_MIN_K:
-        ids = <int64_t*>(dist + round16(nlist))
+        ids = select_ids(dist, nlist)
         for j in range(nlist):
             ids[j] = j
-        select_smallest(dist, ids, nlist, nprobe,
-                        <uint32_t*>(dist + round16(nlist) + round16(2 * nlist)), hd, hi,
-                        True)
+        select_in(dist, nlist, nlist, nprobe, hd, hi, True)
         return
     for j in range(nlist):
         if pair_less(dist[j], j, hd[0], hi[0]):

@@ -1,7 +1,7 @@
 """Top-k kernels: exact k-NN by blocked GEMM, heap sorting and merging."""
 
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy
 
@@ -23,7 +23,8 @@ from pqfast._kernels._common cimport (
     SELECT_MIN_K,
     round16,
     select_columns,
-    select_smallest,
+    select_ids,
+    select_in,
     sqnorm,
     omp_get_max_threads,
     team_size,
@@ -36,17 +37,15 @@ cdef void select_row(const float* dist, Py_ssize_t nbk, int64_t id0, Py_ssize_t 
                      bint sort) noexcept nogil:
     """The k smallest (distance, id) pairs of one row of a block (ids id0 +
     j, those `sel` allows) into the padded heap row (hd, hi), by
-    select_smallest.  buf: select_columns(nbk, k) floats."""
-    cdef float* sd = buf
-    cdef int64_t* sid = <int64_t*>(buf + round16(nbk))
+    select_in.  buf: select_columns(nbk, k) floats."""
+    cdef int64_t* sid = select_ids(buf, nbk)
     cdef Py_ssize_t j, n = 0
     for j in range(nbk):
         if sel.kind == 0 or sel_allows(sel, id0 + j):
-            sd[n] = dist[j]
+            buf[n] = dist[j]
             sid[n] = id0 + j
             n = n + 1
-    select_smallest(sd, sid, n, k, <uint32_t*>(buf + round16(nbk) + round16(2 * nbk)),
-                    hd, hi, sort)
+    select_in(buf, nbk, n, k, hd, hi, sort)
 
 
 def knn(x,              # IN  (nq, d) float32 queries
@@ -118,13 +117,13 @@ def knn(x,              # IN  (nq, d) float32 queries
                     pqfast_l2_from_dots(dist, xn_p + b0, sqnorm(xp + (q0 + i) * d, d), nbk)
                 else:
                     pqfast_negate(dist, nbk)
-                thr = Dp[row * k]
                 if select:  # the segment's one block: no heap
                     select_row(dist, nbk, b0, k, &selector,
                                wp + threadid() * wcols + gcols, Dp + row * k,
                                Ip + row * k, nseg == 1)
                     dist = dist + nbk
                     continue
+                thr = Dp[row * k]
                 mn = pqfast_min(dist, nbk)
                 if mn < thr and k == 1 and selector.kind == 0:
                     # the first position of the minimum is the smallest id
