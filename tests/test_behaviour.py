@@ -339,6 +339,52 @@ def test_kmeans(rng):
     np.testing.assert_allclose(np.linalg.norm(sph.centroids, axis=1), 1, rtol=1e-5)
 
 
+@pytest.mark.parametrize("simd", [0, 2])
+def test_elkan_assignment_is_the_exhaustive_one(rng, embeddings, simd):
+    # Elkan's bounds skip distances; the labels must still be the float64
+    # argmin (the first on exact ties) after every move of the centroids.
+    # Integer points and duplicate centroids make exact ties and distances 0.
+    from pqfast.kmeans import _Elkan
+
+    grid = rng.integers(0, 3, (1500, 16)).astype(np.float32)
+    for x, k in ((grid, 64), (np.ascontiguousarray(embeddings[:2000, 24:48]), 128)):
+        cents = x[rng.choice(len(x), k, replace=False)].copy()
+        cents[7] = cents[3]  # a duplicate: the lower index wins the ties
+        state = _Elkan(x, k)
+        for step in range(8):
+            labels, mins = state.assign(cents, simd)
+            exact = ((x[:, None, :].astype(np.float64) - cents[None]) ** 2).sum(-1)
+            np.testing.assert_array_equal(labels, exact.argmin(1))
+            np.testing.assert_allclose(mins, exact.min(1), rtol=1e-5, atol=1e-12)
+            # Lloyd's update, and some centroids moved further
+            for j in range(k):
+                if (labels == j).any():
+                    cents[j] = x[labels == j].mean(0)
+            moved = rng.choice(k, k // 8, replace=False)
+            cents[moved] += rng.standard_normal((len(moved), x.shape[1])).astype(
+                np.float32
+            ) * (0.3 if step % 2 else 0.02)
+            cents[7] = cents[3]
+
+
+def test_pq_training_with_elkan_bounds_is_unchanged(embeddings, monkeypatch):
+    # the same codebooks with and without the bounds (8-bit, d/M = 24 and 48)
+    from pqfast.kmeans import _Elkan
+
+    x = embeddings[:3000]
+    books = {}
+    for min_k in (_Elkan.MIN_K, 10**9):
+        monkeypatch.setattr(_Elkan, "MIN_K", min_k)
+        for M in (8, 16):
+            pq = pqfast.ProductQuantizer(384, M, 8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pq.train(x)
+            books.setdefault(M, []).append(pq.centroids.copy())
+    for fast, plain in books.values():
+        np.testing.assert_array_equal(fast, plain)
+
+
 def test_kmeans_splits_empty_clusters_and_subsamples(rng):
     # 3 distinct points for 5 clusters: some start (and stay) empty unless split
     x = np.repeat(rng.standard_normal((3, 4)).astype(np.float32), 50, axis=0)

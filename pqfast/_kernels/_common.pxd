@@ -26,6 +26,11 @@ cdef extern from "simd.h" nogil:
     void pqfast_add(const float* a, const float* b, Py_ssize_t n, float* out)
     void pqfast_l2sq_rows(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
                           float* out)
+    ctypedef Py_ssize_t (*pqfast_elkan_fn)(const float* x, const float* cents,
+                                           const float* cbb, Py_ssize_t d,
+                                           Py_ssize_t k, const float* shift, float* W,
+                                           Py_ssize_t a, float rel, float* dist)
+    pqfast_elkan_fn pqfast_elkan_impl(int max_level)
     ctypedef float (*pqfast_l2sq_cols_fn)(const float* x, const float* cbt,
                                           Py_ssize_t dsub, Py_ssize_t ksub,
                                           float* out)
@@ -147,6 +152,38 @@ cdef inline float* thread_rows(void** block, int rows, Py_ssize_t cols,
     if block[0] == NULL:
         raise MemoryError()
     return <float*>((<size_t>block[0] + 63) & ~(<size_t>63))
+
+
+cdef inline Py_ssize_t nearest_exact(const float* xs, const float* y, Py_ssize_t dsub,
+                                     Py_ssize_t ksub, const float* dist,
+                                     float thr) noexcept nogil:
+    """First j minimizing ||xs - y_j||^2 in float64 among the j with
+    dist[j] <= thr (y: the (ksub, dsub) codebook); -1 when there is none."""
+    cdef Py_ssize_t j, s, best = -1
+    cdef double e, diff, ebest = 0
+    for j in range(ksub):
+        if dist[j] <= thr:
+            e = 0
+            for s in range(dsub):
+                diff = <double>xs[s] - <double>y[j * dsub + s]
+                e = e + diff * diff
+            if best < 0 or e < ebest:
+                best = j
+                ebest = e
+    return best
+
+
+cdef inline Py_ssize_t nearest_of(const float* xs, const float* y, Py_ssize_t dsub,
+                                  Py_ssize_t ksub, const float* dist, float thr,
+                                  pqfast_count_le_fn count_le) noexcept nogil:
+    """The code of xs given dist, an approximation of its distances (in any
+    form sharing the argmin) whose errors are below thr - min(dist): the one
+    candidate within thr when there is one (the usual case), else the exact
+    choice among the candidates."""
+    cdef int last
+    if count_le(dist, ksub, thr, &last) == 1:
+        return last
+    return nearest_exact(xs, y, dsub, ksub, dist, thr)
 
 
 cdef inline bint in_sorted(const int64_t* ids, Py_ssize_t n, int64_t idx) noexcept nogil:

@@ -1,15 +1,29 @@
-"""Lloyd's centroid update.
+"""Lloyd's k-means steps: the centroid update, and the assignment of short
+vectors with Elkan's bounds.
 
-Points arrive grouped by cluster (a stable argsort of the assignment), so each
-centroid is summed by one thread in a fixed order: the result does not depend
-on the number of threads.
+Points arrive at the update grouped by cluster (a stable argsort of the
+assignment), so each centroid is summed by one thread in a fixed order: the
+result does not depend on the number of threads.
 """
 
 from cython.parallel cimport prange, threadid
+from libc.float cimport FLT_MIN
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free
 
 from pqfast._kernels._arrays cimport F32, F64, I64, checked, dim, expect
-from pqfast._kernels._common cimport pqfast_prefetch, team_size
+from pqfast._kernels._common cimport (
+    nearest_of,
+    omp_get_max_threads,
+    pqfast_count_le_fn,
+    pqfast_count_le_impl,
+    pqfast_elkan_fn,
+    pqfast_elkan_impl,
+    pqfast_min,
+    pqfast_prefetch,
+    team_size,
+    thread_rows,
+)
 
 
 cdef enum:
@@ -90,3 +104,69 @@ def group_by_cluster(assign,   # IN  (n,) int64 cluster of each point, in [0, k)
         for c in range(k, 0, -1):
             sp[c] = sp[c - 1]
         sp[0] = 0
+
+
+def elkan_assign(x,          # IN  (n, d) float32 points (short: direct distances)
+                 cents,      # IN  (k, d) float32 centroids, k <= 1024 a multiple of 16
+                 cbb,        # IN  (k / 16, d, 16) float32 the same, by blocks of 16
+                 shift,      # IN  (k,) float32 how far each centroid has moved since
+                             #     the first call, in all, rounded up (0 when first)
+                 bint first,
+                 assign,     # INOUT (n,) int64 nearest centroid of each point
+                 bounds,     # INOUT (n, k) float32 lower bounds of the distances,
+                             #     plus shift when set (pqfast_elkan_point)
+                 mins,       # OUT (n,) float32 squared distance to the nearest
+                 int simd=2):
+    """One Lloyd assignment, the same as an exhaustive one (the first nearest
+    centroid on exact ties), computing only the distances Elkan's bounds do
+    not rule out (Elkan, "Using the triangle inequality to accelerate
+    k-means", ICML 2003), 16 centroids at a time.
+
+    With `first`, every distance is computed and the bounds set.  Then a
+    point's distances are computed only for the blocks of 16 centroids
+    holding one whose bound is below its distance to its centroid so far
+    (their bounds refreshed).  Bounds keep float32 rounding margins, so a
+    centroid is ruled out only when it is strictly farther.  (Elkan's second
+    test, half the distance between centroids, ruled out almost nothing more
+    on PQ sub-vectors; one centroid at a time rather than blocks of 16 cost
+    75 cycles a distance, more than it saved.)
+    """
+    cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
+    cdef const float* cp = <const float*>checked(cents, F32, 2, False, "cents")
+    cdef const float* cbbp = <const float*>checked(cbb, F32, 3, False, "cbb")
+    cdef const float* dp = <const float*>checked(shift, F32, 1, False, "shift")
+    cdef int64_t* ap = <int64_t*>checked(assign, I64, 1, True, "assign")
+    cdef float* lp = <float*>checked(bounds, F32, 2, True, "bounds")
+    cdef float* mp = <float*>checked(mins, F32, 1, True, "mins")
+    cdef Py_ssize_t n = dim(x, 0), d = dim(x, 1), k = dim(cents, 0), i
+    expect(dim(cents, 1) == d and k % 16 == 0 and 16 <= k <= 1024 and dim(cbb, 0) == k // 16
+           and dim(cbb, 1) == d and dim(cbb, 2) == 16 and dim(shift, 0) == k
+           and dim(assign, 0) == n and dim(bounds, 0) == n and dim(bounds, 1) == k
+           and dim(mins, 0) == n, "shapes")
+    if not first:
+        for i in range(n):
+            expect(0 <= ap[i] < k, "assign holds clusters outside [0, k)")
+    cdef pqfast_count_le_fn count_le = pqfast_count_le_impl(simd, k)
+    cdef pqfast_elkan_fn elkan_point = pqfast_elkan_impl(simd)
+    cdef float rel = 4.8e-7 * (d + 4)  # distance rounding bound, as in _pq.assign_direct
+    cdef int nt = omp_get_max_threads()
+    cdef void* block
+    cdef Py_ssize_t wcols
+    cdef float* wp = thread_rows(&block, nt, k, &wcols)
+    cdef float* w
+    cdef float* lo
+    cdef const float* xs
+    cdef Py_ssize_t c
+    cdef float mn
+    for i in prange(n, nogil=True, schedule="static", chunksize=64,
+                    num_threads=team_size(n, 64, nt)):
+        w = wp + threadid() * wcols  # distances computed, FLT_MAX for the others
+        xs = xp + i * d
+        lo = lp + i * k
+        c = elkan_point(xs, cp, cbbp, d, k, dp, lo, -1 if first else ap[i], rel, w)
+        if c < 0:  # near tie: decided in float64
+            mn = pqfast_min(w, k)
+            c = nearest_of(xs, cp, d, k, w, mn + rel * mn + FLT_MIN, count_le)
+        ap[i] = c
+        mp[i] = w[c]
+    free(block)

@@ -25,6 +25,7 @@ from pqfast._kernels._common cimport (
     query_tables,
     heap_init,
     heap_sort,
+    nearest_of,
     omp_get_max_threads,
     pqfast_count_le_fn,
     pqfast_count_le_impl,
@@ -89,38 +90,6 @@ cdef inline Py_ssize_t query_block(Py_ssize_t nq, Py_ssize_t ksub, Py_ssize_t ns
         nblocks = (nblocks + nt - 1) // nt * nt
         return max(1, (nq + nblocks - 1) // nblocks)
     return max(1, min(max_block(ksub), nq // (4 * nt)))
-
-
-cdef inline Py_ssize_t nearest_exact(const float* xs, const float* y, Py_ssize_t dsub,
-                                     Py_ssize_t ksub, const float* dist,
-                                     float thr) noexcept nogil:
-    """First j minimizing ||xs - y_j||^2 in float64 among the j with
-    dist[j] <= thr (y: the (ksub, dsub) codebook); -1 when there is none."""
-    cdef Py_ssize_t j, s, best = -1
-    cdef double e, diff, ebest = 0
-    for j in range(ksub):
-        if dist[j] <= thr:
-            e = 0
-            for s in range(dsub):
-                diff = <double>xs[s] - <double>y[j * dsub + s]
-                e = e + diff * diff
-            if best < 0 or e < ebest:
-                best = j
-                ebest = e
-    return best
-
-
-cdef inline uint16_t nearest_of(const float* xs, const float* y, Py_ssize_t dsub,
-                                Py_ssize_t ksub, const float* dist, float thr,
-                                pqfast_count_le_fn count_le) noexcept nogil:
-    """The code of xs given dist, an approximation of its distances (in any
-    form sharing the argmin) whose errors are below thr - min(dist): the one
-    candidate within thr when there is one (the usual case), else the exact
-    choice among the candidates."""
-    cdef int last
-    if count_le(dist, ksub, thr, &last) == 1:
-        return <uint16_t>last
-    return <uint16_t>nearest_exact(xs, y, dsub, ksub, dist, thr)
 
 
 cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
