@@ -31,9 +31,11 @@ def n_segments(nq: int, work_per_query: int) -> int:
     work_per_query : int
         Codes (or base vectors) one item scans.
     """
-    threads = omp_get_max_threads()
     max_segments = work_per_query // CODES_PER_SEGMENT
-    if nq == 0 or nq >= threads or max_segments <= 1:
+    if nq == 0 or max_segments <= 1:  # (before asking OpenMP: 0.1 us a query)
+        return 1
+    threads = omp_get_max_threads()
+    if nq >= threads:
         return 1
     return int(min(-(-threads // nq), max_segments))
 

@@ -359,7 +359,7 @@ class IndexIVF:
         nseg = n_segments(x.shape[0], nprobe * self.ntotal // self.nlist)
         D, I = result_arrays(x.shape[0] * nseg, k)
         if nseg == 1 and self._search_fused(x, nprobe, D, I, sel):
-            return finish(D, I, 1, self.metric_type)
+            return D, I  # (already in faiss's form)
         base, probes = self._coarse_terms(x, nprobe)
         self._scan_lists(x, probes, base, nseg, D, I, sel)
         return finish(D, I, nseg, self.metric_type)
@@ -403,7 +403,8 @@ class IndexIVF:
 
     def _search_fused(self, x, nprobe, D, I, sel) -> bool:  # noqa: ANN001
         """Coarse search and list scan in one kernel call where a subclass can
-        (few queries, pqfast's flat quantizer); False: use the two steps."""
+        (few queries, pqfast's flat quantizer), D and I left as search returns
+        them (inner products positive); False: use the two steps."""
         return False
 
     # ------------------------------------------------------- removing, ids

@@ -29,6 +29,7 @@ from pqfast._kernels._arrays cimport (
     make_selector,
 )
 from pqfast._kernels._common cimport (
+    pqfast_negate,
     Selector,
     sel_allows,
     heap_init,
@@ -558,7 +559,9 @@ def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
     centroids are `centroids`: each query's coarse search (the flat
     quantizer's arithmetic, _common.nearest_lists) and list scan in one call,
     as _ivf.ivfpq_search_flat does for 8-bit codes.  code_size and nbits are
-    those of 4-bit codes (the arguments are IndexIVFPQ's)."""
+    those of 4-bit codes (the arguments are IndexIVFPQ's).  Unlike the other
+    kernels, D comes out in faiss's form, inner products positive (a one-query
+    search then needs no numpy call after it)."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
@@ -593,5 +596,7 @@ def ivfpq4_search_flat(x,       # IN  (nq, d) float32 queries, nq small
             flat_query(&L, xp + q * d, cnp, d, l2, nprobe, wp + threadid() * wcols,
                        fcols, pip + threadid() * nprobe, Dp + q * k, Ip + q * k, k,
                        &selector)
+    if not l2:
+        pqfast_negate(Dp, nq * k)
     free(block)
     free(pip)

@@ -402,7 +402,9 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
     centroids are `centroids`: each query's coarse search and list scan in one
     call (no per-call arrays for the probes; for one query, most of the time
     was outside the kernels).  Arguments as for ivfpq_search; the scratch
-    space is allocated here, per call, so concurrent calls share nothing."""
+    space is allocated here, per call, so concurrent calls share nothing.
+    Unlike the other kernels, D comes out in faiss's form, inner products
+    positive (a one-query search then needs no numpy call after it)."""
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
     cdef const float* cnp = <const float*>checked(cnorms, F32, 1, False, "cnorms")
     cdef float* Dp = <float*>checked(D, F32, 2, True, "D")
@@ -458,6 +460,8 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
             else:
                 scan_lists(&L, w, pi, pd, 0, nprobe, w + mk, Dp, Ip, k, &selector, res)
             finish_row(res, Dp, Ip, k, True)
+            if not l2:
+                pqfast_negate(Dp, k)
         free(block)
         free(pip)
         return
@@ -471,6 +475,8 @@ def ivfpq_search_flat(x,          # IN  (nq, d) float32 queries, nq small
             flat_query(&L, xp + q * d, cnp, nlist, d, l2, nprobe,
                        wp + threadid() * wcols, pip + threadid() * nprobe,
                        Dp + q * k, Ip + q * k, k, &selector)
+    if not l2:
+        pqfast_negate(Dp, nq * k)
     free(block)
     free(pip)
 
