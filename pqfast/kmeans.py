@@ -152,13 +152,17 @@ class _Elkan:
     are computed (PERFORMANCE.md, optimization 50).
 
     The bounds take 4 bytes per point and centroid; they are kept up to
-    MAX_BYTES.  With fewer than MIN_K centroids, or vectors shorter than
-    MIN_D, an exhaustive pass costs about what the bounds' upkeep does
-    (measured, PQ training on the bundled data: 0.62x the time at d = 48,
-    0.68x at d = 12, 0.91x at d = 8).
+    MAX_BYTES (PQ training's largest default sample, 65536 points, at k =
+    256).  With fewer than MIN_K centroids, or vectors shorter than MIN_D,
+    an exhaustive pass costs about what the bounds' upkeep does (measured,
+    PQ training on the bundled data: 0.62x the time at d = 48, 0.68x at
+    d = 12, 0.91x at d = 8), and so does the kernel's portable version (no
+    AVX-512).  The labels are the exhaustive ones; the objective may differ
+    from the exhaustive pass's in its last bits (distances summed in
+    another order).
     """
 
-    MAX_BYTES = 1 << 28
+    MAX_BYTES = 1 << 26
     MIN_K = 64
     MIN_D = 8
 
@@ -167,6 +171,7 @@ class _Elkan:
         n, d = shape
         return (
             metric == METRIC_L2
+            and _kmeans.elkan_vectorized()
             and cls.MIN_D <= d <= DIRECT_MAX_DSUB
             and k >= cls.MIN_K
             and k % 16 == 0
@@ -191,9 +196,12 @@ class _Elkan:
         (`simd`: the kernel's highest SIMD level, 0 portable, for tests)."""
         c64 = centroids.astype(np.float64)
         first = self.previous is None
-        if not first:  # rounded up: the bounds may only be too low
+        if not first:  # rounded up (the kernel's margins allow for it)
             self.moved += np.sqrt(((c64 - self.previous) ** 2).sum(1)) * (1 + 1e-6)
-        shift = np.nextafter(self.moved.astype(np.float32), np.float32(np.inf))
+        shift = self.moved.astype(np.float32)
+        shift = np.where(
+            shift < self.moved, np.nextafter(shift, np.float32(np.inf)), shift
+        )
         cents = np.ascontiguousarray(centroids, dtype=np.float32)
         k, d = cents.shape
         by16 = np.ascontiguousarray(cents.reshape(k // 16, 16, d).transpose(0, 2, 1))

@@ -347,7 +347,14 @@ def test_elkan_assignment_is_the_exhaustive_one(rng, embeddings, simd):
     from pqfast.kmeans import _Elkan
 
     grid = rng.integers(0, 3, (1500, 16)).astype(np.float32)
-    for x, k in ((grid, 64), (np.ascontiguousarray(embeddings[:2000, 24:48]), 128)):
+    real = embeddings[:2000]
+    cases = (
+        (grid, 64),
+        (np.ascontiguousarray(real[:, 24:48]), 128),
+        (np.ascontiguousarray(real[:, :13]), 80),  # d % 4, k % 64: the tails
+        (np.ascontiguousarray(real[:1500, 40:50]), 1024),  # every bit of the mask
+    )
+    for x, k in cases:
         cents = x[rng.choice(len(x), k, replace=False)].copy()
         cents[7] = cents[3]  # a duplicate: the lower index wins the ties
         state = _Elkan(x, k)
@@ -383,6 +390,22 @@ def test_pq_training_with_elkan_bounds_is_unchanged(embeddings, monkeypatch):
             books.setdefault(M, []).append(pq.centroids.copy())
     for fast, plain in books.values():
         np.testing.assert_array_equal(fast, plain)
+
+
+def test_kmeans_with_elkan_bounds_is_unchanged(embeddings, monkeypatch):
+    # Kmeans on short vectors, weighted, with clusters emptied and split
+    from pqfast.kmeans import _Elkan
+
+    x = np.ascontiguousarray(embeddings[:3000, 100:124])
+    x[:600] = x[0]  # many equal points: empty clusters to split
+    w = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    out = []
+    for min_k in (_Elkan.MIN_K, 10**9):
+        monkeypatch.setattr(_Elkan, "MIN_K", min_k)
+        km = pqfast.Kmeans(24, 96, niter=12, seed=7)
+        km.train(x, weights=w)
+        out.append(km.centroids.copy())
+    np.testing.assert_array_equal(out[0], out[1])
 
 
 def test_kmeans_splits_empty_clusters_and_subsamples(rng):

@@ -31,6 +31,7 @@ cdef extern from "simd.h" nogil:
                                            Py_ssize_t k, const float* shift, float* W,
                                            Py_ssize_t a, float rel, float* dist)
     pqfast_elkan_fn pqfast_elkan_impl(int max_level)
+    int pqfast_elkan_fast(int max_level)
     ctypedef float (*pqfast_l2sq_cols_fn)(const float* x, const float* cbt,
                                           Py_ssize_t dsub, Py_ssize_t ksub,
                                           float* out)

@@ -17,6 +17,7 @@ from pqfast._kernels._common cimport (
     omp_get_max_threads,
     pqfast_count_le_fn,
     pqfast_count_le_impl,
+    pqfast_elkan_fast,
     pqfast_elkan_fn,
     pqfast_elkan_impl,
     pqfast_min,
@@ -110,7 +111,7 @@ def elkan_assign(x,          # IN  (n, d) float32 points (short: direct distance
                  cents,      # IN  (k, d) float32 centroids, k <= 1024 a multiple of 16
                  cbb,        # IN  (k / 16, d, 16) float32 the same, by blocks of 16
                  shift,      # IN  (k,) float32 how far each centroid has moved since
-                             #     the first call, in all, rounded up (0 when first)
+                             #     the first call, in all, rounded up (ignored when first)
                  bint first,
                  assign,     # INOUT (n,) int64 nearest centroid of each point
                  bounds,     # INOUT (n, k) float32 lower bounds of the distances,
@@ -170,3 +171,9 @@ def elkan_assign(x,          # IN  (n, d) float32 points (short: direct distance
         ap[i] = c
         mp[i] = w[c]
     free(block)
+
+
+def elkan_vectorized(int simd=2):
+    """Whether elkan_assign runs its vectorized kernel on this CPU (up to SIMD
+    level `simd`): without it, bounds cost more than they save."""
+    return bool(pqfast_elkan_fast(simd))

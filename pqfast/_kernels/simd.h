@@ -227,16 +227,20 @@ typedef ptrdiff_t (*pqfast_elkan_fn)(const float *, const float *, const float *
                                      ptrdiff_t, float, float *);
 
 /* An upper bound of the distance whose square sq was computed with relative
- * error below rel; FLT_MIN keeps centroids at distance 0 from being skipped. */
+ * error below rel, and FLT_MIN absolute (subnormal sums); the FLT_MIN outside
+ * keeps centroids at distance 0 from being skipped. */
 static inline float pqfast_elkan_upper(float sq, float rel)
 {
-    return (float)(sqrt((double)sq * (1.0 + 2.0 * rel)) * (1.0 + 3e-7)) + FLT_MIN;
+    return (float)(sqrt((double)sq * (1.0 + 2.0 * rel) + FLT_MIN) * (1.0 + 1e-6)) + FLT_MIN;
 }
 
-/* W for squared distance sq (relative error below rel) and shift sh, rounded down. */
+/* W for squared distance sq (errors as above) and shift sh, rounded down.
+ * (sh was rounded up, which raises W: the factor 1 - 1e-6 covers that and
+ * the roundings here, and the test's factor 1 + 1e-6 covers them again.) */
 static inline float pqfast_elkan_w(float sq, float sh, float rel)
 {
-    return (float)((sqrt((double)sq * (1.0 - 2.0 * rel)) + (double)sh) * (1.0 - 3e-7));
+    const double lo = (double)sq * (1.0 - 2.0 * rel) - FLT_MIN;
+    return (float)((sqrt(lo > 0.0 ? lo : 0.0) + (double)sh) * (1.0 - 1e-6));
 }
 
 static ptrdiff_t pqfast_elkan_point_portable(const float *x, const float *cents,
@@ -285,8 +289,8 @@ pqfast_elkan_point_avx512(const float *x, const float *cents, const float *cbb,
                           ptrdiff_t a, float rel, float *dist)
 {
     const __m512 zero = _mm512_setzero_ps();
-    const __m512 grow = _mm512_set1_ps(1.0f + 1e-6f), down = _mm512_set1_ps(1.0f - 3e-7f);
-    const __m512 s = _mm512_set1_ps(1.0f - 2.0f * rel);
+    const __m512 grow = _mm512_set1_ps(1.0f + 1e-6f), down = _mm512_set1_ps(1.0f - 1e-6f);
+    const __m512 s = _mm512_set1_ps(1.0f - 2.0f * rel), tiny = _mm512_set1_ps(FLT_MIN);
     float ua = FLT_MAX;
     uint64_t hits = ~(uint64_t)0 >> (64 - k / 16);
     if (a >= 0) {
@@ -339,8 +343,9 @@ pqfast_elkan_point_avx512(const float *x, const float *cents, const float *cbb,
         }
         const __m512 acc = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
         _mm512_storeu_ps(dist + b, acc);
-        /* float32 here: the margins (2 rel, then 3e-7) exceed its roundings */
-        const __m512 lo = _mm512_sqrt_ps(_mm512_mul_ps(acc, s));
+        /* float32 here: the margins (2 rel, then 1e-6) exceed its roundings */
+        const __m512 lo = _mm512_sqrt_ps(
+            _mm512_max_ps(_mm512_sub_ps(_mm512_mul_ps(acc, s), tiny), zero));
         _mm512_storeu_ps(W + b, _mm512_mul_ps(_mm512_add_ps(lo, _mm512_loadu_ps(shift + b)),
                                               down));
         mn = _mm512_min_ps(mn, acc);
@@ -367,6 +372,19 @@ pqfast_elkan_point_avx512(const float *x, const float *cents, const float *cbb,
     return count == 1 ? best : -1;
 }
 #endif
+
+/* Whether pqfast_elkan_impl(max_level) is vectorized: the portable version
+ * defers every point to the caller's float64 choice and costs more than an
+ * exhaustive pass, so k-means uses the bounds only when this holds. */
+static int pqfast_elkan_fast(int max_level)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    return max_level >= 2 && __builtin_cpu_supports("avx512f");
+#else
+    (void)max_level;
+    return 0;
+#endif
+}
 
 static pqfast_elkan_fn pqfast_elkan_impl(int max_level)
 {
