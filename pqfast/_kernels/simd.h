@@ -389,7 +389,7 @@ static int pqfast_elkan_fast(int max_level)
 static pqfast_elkan_fn pqfast_elkan_impl(int max_level)
 {
 #if defined(__GNUC__) && defined(__x86_64__)
-    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+    if (pqfast_elkan_fast(max_level))
         return pqfast_elkan_point_avx512;
 #endif
     (void)max_level;
