@@ -155,23 +155,27 @@ class _Elkan:
     MAX_BYTES (PQ training's largest default sample, 65536 points, at k =
     256).  With fewer than MIN_K centroids, or vectors shorter than MIN_D,
     an exhaustive pass costs about what the bounds' upkeep does (measured,
-    PQ training on the bundled data: 0.62x the time at d = 48, 0.68x at
-    d = 12, 0.91x at d = 8), and so does the kernel's portable version (no
-    AVX-512).  The labels are the exhaustive ones; the objective may differ
-    from the exhaustive pass's in its last bits (distances summed in
-    another order).
+    PQ training on the bundled data: 0.52-0.62x the time at d = 48, 0.67x
+    at d = 12, 0.91x at d = 8).  With AVX2 rather than AVX-512 that holds
+    below MIN_D_AVX2 (0.64x at d = 48, 0.96-1.0x at d = 12-32; measured on
+    Zen 4 at the AVX2 level), and the portable version costs more than an
+    exhaustive pass everywhere.  The labels are the exhaustive ones; the
+    objective may differ from the exhaustive pass's in its last bits
+    (distances summed in another order).
     """
 
     MAX_BYTES = 1 << 26
     MIN_K = 64
     MIN_D = 8
+    MIN_D_AVX2 = 40
 
     @classmethod
     def applies(cls, shape: tuple[int, int], k: int, metric: int) -> bool:
         n, d = shape
+        level = _kmeans.elkan_level()
         return (
             metric == METRIC_L2
-            and _kmeans.elkan_vectorized()
+            and (level == 2 or (level == 1 and d >= cls.MIN_D_AVX2))
             and cls.MIN_D <= d <= DIRECT_MAX_DSUB
             and k >= cls.MIN_K
             and k % 16 == 0

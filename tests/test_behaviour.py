@@ -339,7 +339,7 @@ def test_kmeans(rng):
     np.testing.assert_allclose(np.linalg.norm(sph.centroids, axis=1), 1, rtol=1e-5)
 
 
-@pytest.mark.parametrize("simd", [0, 2])
+@pytest.mark.parametrize("simd", [0, 1, 2])
 def test_elkan_assignment_is_the_exhaustive_one(rng, embeddings, simd):
     # Elkan's bounds skip distances; the labels must still be the float64
     # argmin (the first on exact ties) after every move of the centroids.

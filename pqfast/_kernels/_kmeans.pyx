@@ -173,7 +173,7 @@ def elkan_assign(x,          # IN  (n, d) float32 points (short: direct distance
     free(block)
 
 
-def elkan_vectorized(int simd=2):
-    """Whether elkan_assign runs its vectorized kernel on this CPU (up to SIMD
-    level `simd`): without it, bounds cost more than they save."""
-    return bool(pqfast_elkan_fast(simd))
+def elkan_level(int simd=2):
+    """The SIMD level elkan_assign runs at on this CPU (up to `simd`): 2
+    AVX-512, 1 AVX2, 0 portable (where the bounds cost more than they save)."""
+    return pqfast_elkan_fast(simd)

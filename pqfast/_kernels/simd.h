@@ -371,15 +371,127 @@ pqfast_elkan_point_avx512(const float *x, const float *cents, const float *cbb,
     }
     return count == 1 ? best : -1;
 }
+
+/* pqfast_elkan_point_avx512 with AVX2: a block of 16 centroids is two
+ * vectors of 8. */
+__attribute__((target("avx2,fma"))) static inline float pqfast_hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+__attribute__((target("avx2,fma"))) static ptrdiff_t
+pqfast_elkan_point_avx2(const float *x, const float *cents, const float *cbb,
+                        ptrdiff_t d, ptrdiff_t k, const float *shift, float *W,
+                        ptrdiff_t a, float rel, float *dist)
+{
+    const __m256 zero = _mm256_setzero_ps(), big = _mm256_set1_ps(FLT_MAX);
+    const __m256 grow = _mm256_set1_ps(1.0f + 1e-6f), down = _mm256_set1_ps(1.0f - 1e-6f);
+    const __m256 s = _mm256_set1_ps(1.0f - 2.0f * rel), tiny = _mm256_set1_ps(FLT_MIN);
+    float ua = FLT_MAX;
+    uint64_t hits = ~(uint64_t)0 >> (64 - k / 16);
+    if (a >= 0) {
+        const float *ca = cents + a * d;
+        __m256 sq = zero;
+        ptrdiff_t t = 0;
+        for (; t + 8 <= d; t += 8) {
+            const __m256 e = _mm256_sub_ps(_mm256_loadu_ps(x + t), _mm256_loadu_ps(ca + t));
+            sq = _mm256_fmadd_ps(e, e, sq);
+        }
+        ua = pqfast_hsum256(sq);
+        for (; t < d; t++)
+            ua += (x[t] - ca[t]) * (x[t] - ca[t]);
+        const __m256 uv = _mm256_set1_ps(pqfast_elkan_upper(ua, rel));
+        hits = 0;
+        for (ptrdiff_t b = 0; b < k; b += 16) {
+            const __m256 t0 = _mm256_mul_ps(_mm256_add_ps(uv, _mm256_loadu_ps(shift + b)), grow);
+            const __m256 t1 =
+                _mm256_mul_ps(_mm256_add_ps(uv, _mm256_loadu_ps(shift + b + 8)), grow);
+            unsigned hit =
+                (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(W + b), t0, _CMP_LT_OQ)) |
+                (unsigned)_mm256_movemask_ps(
+                    _mm256_cmp_ps(_mm256_loadu_ps(W + b + 8), t1, _CMP_LT_OQ)) << 8;
+            if (a >= b && a < b + 16)
+                hit &= ~(1u << (a - b));
+            hits |= (uint64_t)(hit != 0) << (b / 16);
+            _mm256_storeu_ps(dist + b, big);
+            _mm256_storeu_ps(dist + b + 8, big);
+        }
+    }
+    __m256 mn = _mm256_set1_ps(ua);
+    for (uint64_t left = hits; left; left &= left - 1) {
+        const ptrdiff_t b = 16 * (ptrdiff_t)__builtin_ctzll(left);
+        const float *cb = cbb + b * d;
+        __m256 l0 = zero, l1 = zero, h0 = zero, h1 = zero;
+        ptrdiff_t t = 0;
+        for (; t + 2 <= d; t += 2) {
+            const __m256 x0 = _mm256_set1_ps(x[t]), x1 = _mm256_set1_ps(x[t + 1]);
+            __m256 e = _mm256_sub_ps(x0, _mm256_loadu_ps(cb + t * 16));
+            l0 = _mm256_fmadd_ps(e, e, l0);
+            e = _mm256_sub_ps(x0, _mm256_loadu_ps(cb + t * 16 + 8));
+            h0 = _mm256_fmadd_ps(e, e, h0);
+            e = _mm256_sub_ps(x1, _mm256_loadu_ps(cb + t * 16 + 16));
+            l1 = _mm256_fmadd_ps(e, e, l1);
+            e = _mm256_sub_ps(x1, _mm256_loadu_ps(cb + t * 16 + 24));
+            h1 = _mm256_fmadd_ps(e, e, h1);
+        }
+        if (t < d) {
+            const __m256 x0 = _mm256_set1_ps(x[t]);
+            __m256 e = _mm256_sub_ps(x0, _mm256_loadu_ps(cb + t * 16));
+            l0 = _mm256_fmadd_ps(e, e, l0);
+            e = _mm256_sub_ps(x0, _mm256_loadu_ps(cb + t * 16 + 8));
+            h0 = _mm256_fmadd_ps(e, e, h0);
+        }
+        const __m256 lo = _mm256_add_ps(l0, l1), hi = _mm256_add_ps(h0, h1);
+        _mm256_storeu_ps(dist + b, lo);
+        _mm256_storeu_ps(dist + b + 8, hi);
+        /* float32 here: the margins (2 rel, then 1e-6) exceed its roundings */
+        const __m256 r0 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_mul_ps(lo, s), tiny), zero));
+        const __m256 r1 = _mm256_sqrt_ps(_mm256_max_ps(_mm256_sub_ps(_mm256_mul_ps(hi, s), tiny), zero));
+        _mm256_storeu_ps(W + b, _mm256_mul_ps(_mm256_add_ps(r0, _mm256_loadu_ps(shift + b)), down));
+        _mm256_storeu_ps(W + b + 8,
+                         _mm256_mul_ps(_mm256_add_ps(r1, _mm256_loadu_ps(shift + b + 8)), down));
+        mn = _mm256_min_ps(mn, _mm256_min_ps(lo, hi));
+    }
+    if (a >= 0 && dist[a] == FLT_MAX) { /* a's block was skipped */
+        dist[a] = ua;
+        W[a] = pqfast_elkan_w(ua, shift[a], rel);
+    }
+    float mins[8], m = FLT_MAX;
+    _mm256_storeu_ps(mins, mn);
+    for (int j = 0; j < 8; j++)
+        m = mins[j] < m ? mins[j] : m;
+    const float thr = m + rel * m + FLT_MIN;
+    const __m256 tv = _mm256_set1_ps(thr);
+    ptrdiff_t count = 0, best = -1;
+    for (uint64_t left = hits; left; left &= left - 1) {
+        const ptrdiff_t b = 16 * (ptrdiff_t)__builtin_ctzll(left);
+        const unsigned le =
+            (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(dist + b), tv, _CMP_LE_OQ)) |
+            (unsigned)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_loadu_ps(dist + b + 8), tv, _CMP_LE_OQ)) << 8;
+        count += __builtin_popcount(le);
+        best = le ? b + __builtin_ctz(le) : best;
+    }
+    if (a >= 0 && !((hits >> (a / 16)) & 1) && ua <= thr) {
+        count++;
+        best = a;
+    }
+    return count == 1 ? best : -1;
+}
 #endif
 
-/* Whether pqfast_elkan_impl(max_level) is vectorized: the portable version
- * defers every point to the caller's float64 choice and costs more than an
- * exhaustive pass, so k-means uses the bounds only when this holds. */
+/* The SIMD level of pqfast_elkan_impl(max_level): 2 AVX-512, 1 AVX2, 0 the
+ * portable version, which defers every point to the caller's float64 choice
+ * and costs more than an exhaustive pass (k-means then skips the bounds). */
 static int pqfast_elkan_fast(int max_level)
 {
 #if defined(__GNUC__) && defined(__x86_64__)
-    return max_level >= 2 && __builtin_cpu_supports("avx512f");
+    if (max_level >= 2 && __builtin_cpu_supports("avx512f"))
+        return 2;
+    return max_level >= 1 && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("fma");
 #else
     (void)max_level;
     return 0;
@@ -389,8 +501,11 @@ static int pqfast_elkan_fast(int max_level)
 static pqfast_elkan_fn pqfast_elkan_impl(int max_level)
 {
 #if defined(__GNUC__) && defined(__x86_64__)
-    if (pqfast_elkan_fast(max_level))
+    const int level = pqfast_elkan_fast(max_level);
+    if (level == 2)
         return pqfast_elkan_point_avx512;
+    if (level == 1)
+        return pqfast_elkan_point_avx2;
 #endif
     (void)max_level;
     return pqfast_elkan_point_portable;
