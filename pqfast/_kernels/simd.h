@@ -243,6 +243,17 @@ static inline float pqfast_elkan_w(float sq, float sh, float rel)
     return (float)((sqrt(lo > 0.0 ? lo : 0.0) + (double)sh) * (1.0 - 1e-6));
 }
 
+/* After a point's blocks: when the block of its centroid a was skipped,
+ * dist[a] and W[a] come from its distance ua, computed apart. */
+static inline void pqfast_elkan_keep_a(ptrdiff_t a, float ua, const float *shift,
+                                       float rel, float *W, float *dist)
+{
+    if (a >= 0 && dist[a] == FLT_MAX) {
+        dist[a] = ua;
+        W[a] = pqfast_elkan_w(ua, shift[a], rel);
+    }
+}
+
 static ptrdiff_t pqfast_elkan_point_portable(const float *x, const float *cents,
                                              const float *cbb, ptrdiff_t d, ptrdiff_t k,
                                              const float *shift, float *W, ptrdiff_t a,
@@ -275,10 +286,7 @@ static ptrdiff_t pqfast_elkan_point_portable(const float *x, const float *cents,
             dist[b + j] = acc;
         }
     }
-    if (a >= 0 && dist[a] == FLT_MAX) { /* a's block was skipped */
-        dist[a] = ua;
-        W[a] = pqfast_elkan_w(ua, shift[a], rel);
-    }
+    pqfast_elkan_keep_a(a, ua, shift, rel, W, dist);
     return -1;
 }
 
@@ -350,22 +358,19 @@ pqfast_elkan_point_avx512(const float *x, const float *cents, const float *cbb,
                                               down));
         mn = _mm512_min_ps(mn, acc);
     }
-    if (a >= 0 && dist[a] == FLT_MAX) { /* a's block was skipped */
-        dist[a] = ua;
-        W[a] = pqfast_elkan_w(ua, shift[a], rel);
-    }
+    pqfast_elkan_keep_a(a, ua, shift, rel, W, dist);
     /* the one candidate within the rounding margin of the smallest, if one */
-    const float m = _mm512_reduce_min_ps(mn);
-    const __m512 thr = _mm512_set1_ps(m + rel * m + FLT_MIN);
+    const float m = _mm512_reduce_min_ps(mn), thr = m + rel * m + FLT_MIN;
+    const __m512 tv = _mm512_set1_ps(thr);
     ptrdiff_t count = 0, best = -1;
     for (uint64_t left = hits; left; left &= left - 1) {
         const ptrdiff_t b = 16 * (ptrdiff_t)__builtin_ctzll(left);
         const unsigned le = _cvtmask16_u32(
-            _mm512_cmp_ps_mask(_mm512_loadu_ps(dist + b), thr, _CMP_LE_OQ));
+            _mm512_cmp_ps_mask(_mm512_loadu_ps(dist + b), tv, _CMP_LE_OQ));
         count += __builtin_popcount(le);
         best = le ? b + __builtin_ctz(le) : best;
     }
-    if (a >= 0 && !((hits >> (a / 16)) & 1) && ua <= m + rel * m + FLT_MIN) {
+    if (a >= 0 && !((hits >> (a / 16)) & 1) && ua <= thr) {
         count++;
         best = a;
     }
@@ -454,10 +459,7 @@ pqfast_elkan_point_avx2(const float *x, const float *cents, const float *cbb,
                          _mm256_mul_ps(_mm256_add_ps(r1, _mm256_loadu_ps(shift + b + 8)), down));
         mn = _mm256_min_ps(mn, _mm256_min_ps(lo, hi));
     }
-    if (a >= 0 && dist[a] == FLT_MAX) { /* a's block was skipped */
-        dist[a] = ua;
-        W[a] = pqfast_elkan_w(ua, shift[a], rel);
-    }
+    pqfast_elkan_keep_a(a, ua, shift, rel, W, dist);
     float mins[8], m = FLT_MAX;
     _mm256_storeu_ps(mins, mn);
     for (int j = 0; j < 8; j++)
