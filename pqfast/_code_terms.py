@@ -22,7 +22,6 @@ from numpy.typing import NDArray
 
 from pqfast._kernels import _pq
 from pqfast._kernels._check import data_address
-from pqfast._threads import serial_blas
 
 # Lists whose table rows are built at once when terms are refreshed.
 _LIST_CHUNK = 64
@@ -30,13 +29,13 @@ _LIST_CHUNK = 64
 
 def list_term_table(pq: object, centroids: NDArray[np.float32]) -> NDArray[np.float32]:
     """faiss's precomputed table for these coarse centroids, shape (n, M, ksub):
-    P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>."""
-    sub = centroids.reshape(len(centroids), pq.M, pq.dsub).transpose(1, 0, 2)
-    with serial_blas():
-        table = np.matmul(sub, pq._cbt)  # (M, n, ksub)
-    table *= 2
-    table += pq._ynorm[:, None, :]
-    return np.ascontiguousarray(table.transpose(1, 0, 2))
+    P[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>, each list's rows the same
+    whichever other centroids are passed (_pq.list_tables)."""
+    table = np.empty((len(centroids), pq.M, pq.ksub), np.float32)
+    _pq.list_tables(
+        np.ascontiguousarray(centroids, np.float32), pq._cbt, pq._ynorm, table
+    )
+    return table
 
 
 class CodeTerms:

@@ -4,7 +4,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.float cimport FLT_MAX, FLT_MIN
 from libc.stdlib cimport free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from pqfast._kernels._arrays cimport (
     F32,
@@ -31,6 +31,7 @@ from pqfast._kernels._common cimport (
     pqfast_count_le_impl,
     pqfast_prefetch,
     pqfast_dot_table,
+    pqfast_dot_tables,
     pqfast_l2sq_cols_fn,
     pqfast_l2sq_cols_impl,
     pqfast_l2sq_cols2_fn,
@@ -405,6 +406,38 @@ def pq_search(x,            # IN  (nq, d) float32 queries
         for w in prange(n_items, nogil=True, schedule="dynamic", num_threads=team):
             search_item(&P, w, wp + threadid() * P.wcols)
     free(block)
+
+
+def list_tables(cents,   # IN  (n, d) float32 coarse centroids
+                cbt,     # IN  (M, dsub, ksub) float32 transposed codebook
+                ynorm,   # IN  (M, ksub) float32 ||y_mj||^2
+                out):    # OUT (n, M, ksub) float32
+    """out[l, m, j] = ||y_mj||^2 + 2 <c_l,m, y_mj>: an IVF-PQ index's list
+    terms (faiss's precomputed table), for L2 by residual.
+
+    Each centroid's table is summed by pqfast_dot_tables in one fixed order,
+    whatever the other centroids of the call, so a list's terms do not depend
+    on which lists were computed with it (a BLAS GEMM's rounding depends on
+    the shape: an index re-read from a file, which computes every list at
+    once, would then rank near-ties differently from the index that computed
+    some lists after an add or a removal).
+    """
+    cdef const float* cp = <const float*>checked(cents, F32, 2, False, "cents")
+    cdef const float* cbtp = <const float*>checked(cbt, F32, 3, False, "cbt")
+    cdef const float* ynp = <const float*>checked(ynorm, F32, 2, False, "ynorm")
+    cdef float* op = <float*>checked(out, F32, 3, True, "out")
+    cdef Py_ssize_t n = dim(cents, 0), d = dim(cents, 1)
+    cdef Py_ssize_t M = dim(cbt, 0), dsub = dim(cbt, 1), ksub = dim(cbt, 2)
+    cdef Py_ssize_t mk = M * ksub, b, i, n_blocks = (n + QUERY_BLOCK - 1) // QUERY_BLOCK
+    expect(M * dsub == d and dim(ynorm, 0) == M and dim(ynorm, 1) == ksub, "codebook")
+    expect(dim(out, 0) == n and dim(out, 1) == M and dim(out, 2) == ksub, "out")
+    for b in prange(n_blocks, nogil=True, schedule="dynamic",
+                    num_threads=team_size(n * mk * dsub, 1 << 20, 0)):
+        for i in range(b * QUERY_BLOCK, min(n, (b + 1) * QUERY_BLOCK)):
+            memcpy(op + i * mk, ynp, mk * sizeof(float))
+        pqfast_dot_tables(cp + b * QUERY_BLOCK * d, d, min(<Py_ssize_t>QUERY_BLOCK,
+                          n - b * QUERY_BLOCK), cbtp, M, dsub, ksub, 2.0,
+                          op + b * QUERY_BLOCK * mk, mk)
 
 
 def code_sums(tables,     # IN  (nl, M, ksub) float32: table j for list lists[j]
