@@ -45,6 +45,8 @@ _BASE_BLOCK = 1024
 # (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c).
 _BLAS_SERIAL_FLOPS = 65536 * 4
 _EMPTY = np.empty(0, np.float32)
+# Where the kernels run pqfast's own AVX-512 GEMM, no BLAS is called at all.
+_OWN_GEMM = _topk.own_gemm()
 
 
 def knn(
@@ -91,9 +93,14 @@ def _knn(
     qb = min(nq, max(_QUERY_BLOCK, min(_QUERY_BLOCK_MAX, -(-nq // _MIN_BLOCKS)))) or 1
     nseg = n_segments(-(-nq // qb), nb * x.shape[1] // 64)
     D, I = result_arrays(nq * nseg, k)
-    # The kernel calls BLAS only for blocks of more than 4 queries, and BLAS
-    # threads itself only above _BLAS_SERIAL_FLOPS: otherwise skip the pinning.
-    use_blas = qb > 4 and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
+    # The kernel calls BLAS only for blocks of more than 4 queries without its
+    # own GEMM, and BLAS threads itself only above _BLAS_SERIAL_FLOPS:
+    # otherwise skip the pinning.
+    use_blas = (
+        not _OWN_GEMM
+        and qb > 4
+        and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
+    )
     with serial_blas() if use_blas else nullcontext():
         bb = max(1, min(_BASE_BLOCK, nb))  # scratch sized to use: no 1 MiB per query
         _topk.knn(x, xb, xnorm, l2, qb, bb, nseg, sel, D, I)

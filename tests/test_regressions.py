@@ -817,3 +817,61 @@ def test_reservoir_and_heap_agree_around_their_limits(xb, metric):
         D, I = ivf.search(xq[:1], k)
         np.testing.assert_array_equal(I, I_all[:, :k])
         np.testing.assert_array_equal(D, D_all[:, :k])
+
+
+def _kernel_knn(x, xb, k, l2, simd, qb=64, bb=1024):
+    """_topk.knn on one segment: simd 2 runs pqfast's GEMM where the CPU
+    has AVX-512, simd 0 BLAS."""
+    from pqfast._kernels import _topk
+    from pqfast.selectors import selector_args
+
+    D = np.empty((len(x), k), np.float32)
+    I = np.empty((len(x), k), np.int64)
+    xnorm = (xb.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    _topk.knn(x, xb, xnorm if l2 else np.empty(0, np.float32), l2, qb, bb, 1,
+              selector_args(None), D, I, simd)  # fmt: skip
+    return D, I
+
+
+@pytest.mark.parametrize(
+    "nq, nb, d", [(5, 1, 1), (9, 33, 17), (16, 32, 256), (13, 65, 257), (77, 379, 384)]
+)
+def test_gemm_kernel_matches_float64_and_blas(rng, nq, nb, d):
+    """The k-NN GEMM (pqfast's AVX-512 kernel where it runs, else BLAS) gives
+    float64's inner products to float32 rounding for every tail of rows (8 a
+    tile), columns (32 a panel) and dimensions (256 a chunk), and the same
+    ranking as BLAS up to near-ties."""
+    x = rng.standard_normal((nq, d)).astype(np.float32)
+    xb = rng.standard_normal((nb, d)).astype(np.float32)
+    want = -np.sort(x.astype(np.float64) @ xb.T.astype(np.float64), axis=1)[:, ::-1]
+    tol = 1e-6 * d * np.abs(x).max() * np.abs(xb).max()
+    results = {}
+    for simd in (2, 0):
+        for qb in (nq, 5, 8):
+            D, I = _kernel_knn(x, xb, nb, False, simd, qb=qb, bb=min(nb, 40))
+            np.testing.assert_allclose(D, want, rtol=0, atol=tol)
+            results.setdefault(simd, (D, I))
+    same_ids_ties_aside(*results[2], *results[0], rtol=0, atol=tol)
+
+
+def test_gemm_kernel_rounding_does_not_depend_on_the_call():
+    """With pqfast's GEMM each distance is one chain of multiply-adds in a
+    fixed order: two copies of a vector get the same distance (so ties are
+    broken by id), and a query's row is the same bits in any GEMM block of
+    more than 4 queries (fewer go through pqfast_dots) and any base block.
+    (BLAS gives no such promise: its edge kernels round otherwise.)"""
+    from pqfast._kernels import _topk
+
+    if not _topk.own_gemm():
+        pytest.skip("no AVX-512: BLAS computes the GEMM")
+    rng = np.random.default_rng(5)
+    half = rng.standard_normal((700, 40)).astype(np.float32)
+    xb = np.concatenate([half, half[::-1]])  # row j and row 1399 - j equal
+    xq = rng.standard_normal((300, 40)).astype(np.float32)
+    D, I = _kernel_knn(xq, xb, 1400, True, 2, qb=300, bb=1400)
+    for qb, bb in ((10, 33), (64, 1024), (300, 100)):  # blocks of 10, 64 + 22
+        D2, I2 = _kernel_knn(xq[:150], xb, 1400, True, 2, qb=qb, bb=bb)
+        np.testing.assert_array_equal(D2, D[:150])
+        np.testing.assert_array_equal(I2, I[:150])
+    assert np.all(D[:, ::2] == D[:, 1::2])  # each distance twice ...
+    assert np.all(I[:, ::2] < I[:, 1::2])  # ... the smaller id first

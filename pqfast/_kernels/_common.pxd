@@ -20,6 +20,9 @@ cdef extern from "simd.h" nogil:
     void pqfast_prefetch(const void* p, Py_ssize_t n)
     void pqfast_dots(const float* x, const float* y, Py_ssize_t n, Py_ssize_t d,
                      float* out)
+    int pqfast_gemm_own(int max_level)
+    void pqfast_gemm_abt(const float* a, Py_ssize_t lda, Py_ssize_t na, const float* b,
+                         Py_ssize_t ldb, Py_ssize_t nb, Py_ssize_t dim, float* c)
     void pqfast_dot_table(
         const float* x, const float* cbt, Py_ssize_t M, Py_ssize_t dsub,
         Py_ssize_t ksub, float scale, float* out)
@@ -701,17 +704,22 @@ cdef inline const float* list_table(const float* qtab, const float* precomp,
 
 
 cdef inline void gemm_abt(const float* a, int lda, int na, const float* b, int ldb,
-                          int nb, int dim, float* c) noexcept nogil:
+                          int nb, int dim, float* c, bint own) noexcept nogil:
     """c[i, j] = <a_i, b_j>, c row-major (na, nb); a_i, b_j rows of length dim.
 
-    Row-major C = A B^T is column-major C^T = B A^T, hence the swapped operands.
-    A GEMM with a handful of rows runs far below BLAS's speed (measured: 10 us
-    for 1 x 64 x 384), so few rows go through a plain SIMD dot-product loop.
+    own (pqfast_gemm_own): pqfast's AVX-512 GEMM (simd.h), else BLAS, where
+    row-major C = A B^T is column-major C^T = B A^T, hence the swapped
+    operands.  A GEMM with a handful of rows runs far below BLAS's speed
+    (measured: 10 us for 1 x 64 x 384), so few rows go through a plain SIMD
+    dot-product loop.
     """
     cdef Py_ssize_t i
     if na <= 4 and ldb == dim:
         for i in range(na):
             pqfast_dots(a + i * lda, b, nb, dim, c + i * nb)
+        return
+    if own:
+        pqfast_gemm_abt(a, lda, na, b, ldb, nb, dim, c)
         return
     cdef char ta = b'T'
     cdef char tb = b'N'

@@ -29,6 +29,7 @@ from pqfast._kernels._common cimport (
     omp_get_max_threads,
     pqfast_count_le_fn,
     pqfast_count_le_impl,
+    pqfast_gemm_own,
     pqfast_prefetch,
     pqfast_dot_table,
     pqfast_dot_tables,
@@ -147,7 +148,7 @@ cdef void assign_direct(const float* xp, Py_ssize_t nr, Py_ssize_t d,
 cdef void assign_gemm(const float* xp, Py_ssize_t nr, Py_ssize_t d,
                       const float* cents, const float* ynorm, Py_ssize_t M,
                       Py_ssize_t ksub, Py_ssize_t dsub, pqfast_count_le_fn count_le,
-                      float* work, uint16_t* ip) noexcept nogil:
+                      bint own, float* work, uint16_t* ip) noexcept nogil:
     """Codes of nr rows from one GEMM per sub-quantizer, as ||y||^2 - 2<x, y>.
 
     That form loses digits when the norms are large next to the distances
@@ -165,7 +166,7 @@ cdef void assign_gemm(const float* xp, Py_ssize_t nr, Py_ssize_t d,
         for j in range(ksub):
             ymax = max(ymax, yn[j])
         gemm_abt(xp + m * dsub, <int>d, <int>nr, cents + m * ksub * dsub,
-                 <int>dsub, <int>ksub, <int>dsub, work)
+                 <int>dsub, <int>ksub, <int>dsub, work, own)
         for i in range(nr):
             row = work + i * ksub
             xs = xp + i * d + m * dsub
@@ -222,6 +223,7 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
     cdef pqfast_l2sq_cols_fn l2sq = pqfast_l2sq_cols_impl(simd, ksub)
     cdef pqfast_l2sq_cols2_fn l2sq2 = pqfast_l2sq_cols2_impl(simd, ksub)
     cdef pqfast_count_le_fn count_le = pqfast_count_le_impl(simd, ksub)
+    cdef bint own = pqfast_gemm_own(simd)
     cdef void* block
     cdef float* wp = thread_rows(&block, nt, chunk * ksub, &wcols)
     for c in prange(n_chunks, nogil=True, schedule="dynamic",
@@ -234,8 +236,8 @@ def assign_codes(x,            # IN  (n, d) float32 vectors
                           l2sq2 if wcols >= 2 * ksub else NULL, count_le, w,
                           ip + i0 * M, mp + i0 * M if mp != NULL else NULL)
         else:
-            assign_gemm(xp + i0 * d, nr, d, cp, ynp, M, ksub, dsub, count_le, w,
-                        ip + i0 * M)
+            assign_gemm(xp + i0 * d, nr, d, cp, ynp, M, ksub, dsub, count_le, own,
+                        w, ip + i0 * M)
     free(block)
 
 

@@ -16,6 +16,7 @@ from pqfast._kernels._common cimport (
     heap_sort,
     pqfast_l2_from_dots,
     pqfast_ctz64,
+    pqfast_gemm_own,
     pqfast_lt_bits_fn,
     pqfast_lt_bits_impl,
     pqfast_min,
@@ -57,13 +58,15 @@ def knn(x,              # IN  (nq, d) float32 queries
         Py_ssize_t nseg,  # IN  base segments per query block
         sel,            # IN  id filter (kind, lo, hi, sorted ids)
         D,              # OUT (nq * nseg, k) float32
-        I):             # OUT (nq * nseg, k) int64
+        I,              # OUT (nq * nseg, k) int64
+        int simd=2):    # IN  2: pqfast's GEMM where it runs (own_gemm), else BLAS
     """Exact k-NN by blocked GEMM, each block's distances pushed into heaps.
 
     Work item w covers query block w // nseg against base segment w % nseg;
     query i's heap for segment s is row i * nseg + s.  With nseg == 1 the rows
     come out sorted, otherwise they are heaps for merge_heaps.  BLAS runs
-    single-threaded inside each OpenMP thread (scikit-learn's k-means scheme).
+    single-threaded inside each OpenMP thread (scikit-learn's k-means scheme),
+    where pqfast's own AVX-512 GEMM does not run instead (simd.h).
     Scratch space: qb * bb floats a thread, and for large k select_row's.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
@@ -85,6 +88,7 @@ def knn(x,              # IN  (nq, d) float32 queries
     cdef Py_ssize_t w, q0, nr, s, b0, nbk, bhi, i, j, j0, row
     cdef uint64_t bits
     cdef pqfast_lt_bits_fn lt_bits = pqfast_lt_bits_impl(2)
+    cdef bint own = pqfast_gemm_own(simd)
     cdef float thr, mn
     cdef float* dist
     cdef bint select
@@ -108,7 +112,7 @@ def knn(x,              # IN  (nq, d) float32 queries
             nbk = min(bb, bhi - b0)
             dist = wp + threadid() * wcols
             gemm_abt(xp + q0 * d, <int>d, <int>nr, xbp + b0 * d, <int>d, <int>nbk,
-                     <int>d, dist)
+                     <int>d, dist, own)
             for i in range(nr):
                 row = (q0 + i) * nseg + s
                 # dot products -> distances, then selection; both SIMD passes
@@ -152,6 +156,11 @@ def knn(x,              # IN  (nq, d) float32 queries
             for i in range(nr):
                 heap_sort(Dp + (q0 + i) * k, Ip + (q0 + i) * k, k)
     free(block)
+
+
+def own_gemm():
+    """True when knn and the encoder run pqfast's AVX-512 GEMM, not BLAS."""
+    return bool(pqfast_gemm_own(2))
 
 
 def sort_heaps(D, I):

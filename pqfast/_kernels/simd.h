@@ -165,6 +165,128 @@ static void pqfast_dots(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d
     pqfast_dots_portable(x, y, n, d, out);
 }
 
+/* C = A B^T (c[i * nb + j] = <a_i, b_j>) with AVX-512: the GEMM of the
+ * exact k-NN (flat search, coarse search, k-means assignment) and of the
+ * encoder's wide sub-vectors, in place of BLAS where the CPU has AVX-512.
+ *
+ * The usual register-blocked scheme (Goto & van de Geijn, "Anatomy of
+ * high-performance matrix multiplication", TOMS 2008): B is packed, 32 rows
+ * at a time and PQFAST_GEMM_KC dimensions at a time, into a panel whose
+ * k-th line holds the k-th value of the 32 rows; a tile of up to 8 rows of
+ * A times the panel keeps its 8 x 32 sums in 16 registers, so each step
+ * loads two panel vectors and 8 values of A for 16 multiply-adds.  Measured
+ * on the project's Zen 5, 512 x 379 x 384: about 215 GFLOP/s at 1 thread,
+ * where the BLAS of scipy and of faiss-cpu (OpenBLAS, which falls back to
+ * its AVX2 "Haswell" kernels on that CPU) reach about 100.
+ *
+ * Each entry is one chain of multiply-adds over k = 0 .. dim - 1 in order
+ * (a chunk continues from the sums stored by the one before), whatever na,
+ * nb, the tile or the thread: its rounding does not depend on the shape of
+ * the call, so two copies of a vector get the same distance, unlike with
+ * BLAS, whose kernels differ at the edges of its blocks. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define PQFAST_GEMM_MR 8
+#define PQFAST_GEMM_NR 32
+#define PQFAST_GEMM_KC 256
+
+/* bp[k * 32 + j] = b[j * ldb + k] for the n <= 32 rows of b; zeros after
+ * them, so a partial panel needs no other case. */
+static inline void pqfast_gemm_pack(const float *b, ptrdiff_t ldb, ptrdiff_t n,
+                                    ptrdiff_t kc, float *bp)
+{
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const float *row = b + j * ldb;
+        for (ptrdiff_t k = 0; k < kc; k++)
+            bp[k * PQFAST_GEMM_NR + j] = row[k];
+    }
+    for (ptrdiff_t j = n; j < PQFAST_GEMM_NR; j++)
+        for (ptrdiff_t k = 0; k < kc; k++)
+            bp[k * PQFAST_GEMM_NR + j] = 0.0f;
+}
+
+/* c[i, j] (+)= sum_k a[i, k] bp[k, j] for i < mr (a constant after
+ * inlining) and the columns in m0 (j < 16) and m1 (16 <= j < 32); `first`:
+ * the chunk starting at k = 0, whose sums start from zero. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pqfast_gemm_tile(const float *a, ptrdiff_t lda, const int mr, const float *bp,
+                 ptrdiff_t kc, int first, float *c, ptrdiff_t ldc, __mmask16 m0,
+                 __mmask16 m1)
+{
+    __m512 acc0[PQFAST_GEMM_MR], acc1[PQFAST_GEMM_MR];
+    for (int i = 0; i < mr; i++) {
+        acc0[i] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, c + i * ldc);
+        acc1[i] = first ? _mm512_setzero_ps()
+                        : _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+    }
+    for (ptrdiff_t k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(bp + k * PQFAST_GEMM_NR);
+        const __m512 b1 = _mm512_load_ps(bp + k * PQFAST_GEMM_NR + 16);
+        for (int i = 0; i < mr; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i * lda + k]);
+            acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+            acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        _mm512_mask_storeu_ps(c + i * ldc, m0, acc0[i]);
+        _mm512_mask_storeu_ps(c + i * ldc + 16, m1, acc1[i]);
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+pqfast_gemm_abt_avx512(const float *a, ptrdiff_t lda, ptrdiff_t na, const float *b,
+                       ptrdiff_t ldb, ptrdiff_t nb, ptrdiff_t dim, float *c)
+{
+    float bp[PQFAST_GEMM_KC * PQFAST_GEMM_NR] __attribute__((aligned(64)));
+    for (ptrdiff_t k0 = 0; k0 < dim; k0 += PQFAST_GEMM_KC) {
+        const ptrdiff_t kc = dim - k0 < PQFAST_GEMM_KC ? dim - k0 : PQFAST_GEMM_KC;
+        for (ptrdiff_t j0 = 0; j0 < nb; j0 += PQFAST_GEMM_NR) {
+            const ptrdiff_t n = nb - j0 < PQFAST_GEMM_NR ? nb - j0 : PQFAST_GEMM_NR;
+            const __mmask16 m0 = pqfast_live16(n);
+            const __mmask16 m1 = n > 16 ? pqfast_live16(n - 16) : (__mmask16)0;
+            pqfast_gemm_pack(b + j0 * ldb + k0, ldb, n, kc, bp);
+            for (ptrdiff_t i0 = 0; i0 < na; i0 += PQFAST_GEMM_MR) {
+                const float *ai = a + i0 * lda + k0;
+                float *ci = c + i0 * nb + j0;
+                switch (na - i0 < PQFAST_GEMM_MR ? na - i0 : PQFAST_GEMM_MR) {
+#define PQFAST_GEMM_CASE(r)                                                        \
+    case r:                                                                        \
+        pqfast_gemm_tile(ai, lda, r, bp, kc, k0 == 0, ci, nb, m0, m1);             \
+        break;
+                    PQFAST_GEMM_CASE(1) PQFAST_GEMM_CASE(2) PQFAST_GEMM_CASE(3)
+                    PQFAST_GEMM_CASE(4) PQFAST_GEMM_CASE(5) PQFAST_GEMM_CASE(6)
+                    PQFAST_GEMM_CASE(7) PQFAST_GEMM_CASE(8)
+#undef PQFAST_GEMM_CASE
+                }
+            }
+        }
+    }
+}
+#endif
+
+/* 1 when pqfast_gemm_abt runs (the CPU has AVX-512 and max_level >= 2);
+ * otherwise the caller uses BLAS. */
+static int pqfast_gemm_own(int max_level)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    return max_level >= 2 && __builtin_cpu_supports("avx512f");
+#else
+    (void)max_level;
+    return 0;
+#endif
+}
+
+/* C = A B^T as above; only where pqfast_gemm_own says so. */
+static void pqfast_gemm_abt(const float *a, ptrdiff_t lda, ptrdiff_t na, const float *b,
+                            ptrdiff_t ldb, ptrdiff_t nb, ptrdiff_t dim, float *c)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    pqfast_gemm_abt_avx512(a, lda, na, b, ldb, nb, dim, c);
+#else
+    (void)a, (void)lda, (void)na, (void)b, (void)ldb, (void)nb, (void)dim, (void)c;
+#endif
+}
+
 /* out[j] = ||x - y_j||^2 for the n rows of the row-major (n, d) matrix y,
  * four rows at a time like pqfast_dots. */
 PQFAST_MULTIVERSION
