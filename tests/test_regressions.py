@@ -834,7 +834,16 @@ def _kernel_knn(x, xb, k, l2, simd, qb=64, bb=1024):
 
 
 @pytest.mark.parametrize(
-    "nq, nb, d", [(5, 1, 1), (9, 33, 17), (16, 32, 256), (13, 65, 257), (77, 379, 384)]
+    "nq, nb, d",
+    [
+        (5, 1, 1),
+        (9, 33, 17),
+        (16, 32, 256),
+        (13, 65, 257),
+        (15, 16, 520),
+        (14, 40, 100),
+        (77, 379, 384),
+    ],
 )
 def test_gemm_kernel_matches_float64_and_blas(rng, nq, nb, d):
     """The k-NN GEMM (pqfast's AVX-512 kernel where it runs, else BLAS) gives
@@ -847,7 +856,7 @@ def test_gemm_kernel_matches_float64_and_blas(rng, nq, nb, d):
     tol = 1e-6 * d * np.abs(x).max() * np.abs(xb).max()
     results = {}
     for simd in (2, 0):
-        for qb in (nq, 5, 8):
+        for qb in (nq, 5, 8, 10, 11, 12):  # row tiles of 1 to 8 rows
             D, I = _kernel_knn(x, xb, nb, False, simd, qb=qb, bb=min(nb, 40))
             np.testing.assert_allclose(D, want, rtol=0, atol=tol)
             results.setdefault(simd, (D, I))

@@ -65,8 +65,8 @@ def knn(x,              # IN  (nq, d) float32 queries
     Work item w covers query block w // nseg against base segment w % nseg;
     query i's heap for segment s is row i * nseg + s.  With nseg == 1 the rows
     come out sorted, otherwise they are heaps for merge_heaps.  BLAS runs
-    single-threaded inside each OpenMP thread (scikit-learn's k-means scheme),
-    where pqfast's own AVX-512 GEMM does not run instead (simd.h).
+    single-threaded inside each OpenMP thread (scikit-learn's k-means scheme);
+    where the CPU has AVX-512, pqfast's own GEMM (simd.h) runs instead.
     Scratch space: qb * bb floats a thread, and for large k select_row's.
     """
     cdef const float* xp = <const float*>checked(x, F32, 2, False, "x")
@@ -159,7 +159,8 @@ def knn(x,              # IN  (nq, d) float32 queries
 
 
 def own_gemm():
-    """True when knn and the encoder run pqfast's AVX-512 GEMM, not BLAS."""
+    """True when knn and the encoder run pqfast's AVX-512 GEMM, not BLAS, for
+    blocks of more than 4 rows (fewer go through pqfast_dots either way)."""
     return bool(pqfast_gemm_own(2))
 
 

@@ -183,7 +183,9 @@ static void pqfast_dots(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d
  * (a chunk continues from the sums stored by the one before), whatever na,
  * nb, the tile or the thread: its rounding does not depend on the shape of
  * the call, so two copies of a vector get the same distance, unlike with
- * BLAS, whose kernels differ at the edges of its blocks. */
+ * BLAS, whose kernels differ at the edges of its blocks.  (gemm_abt sends
+ * blocks of 1-4 rows to pqfast_dots instead, whose sums are ordered
+ * otherwise: a query in such a block is rounded differently.) */
 #if defined(__GNUC__) && defined(__x86_64__)
 #define PQFAST_GEMM_MR 8
 #define PQFAST_GEMM_NR 32
@@ -238,6 +240,11 @@ pqfast_gemm_abt_avx512(const float *a, ptrdiff_t lda, ptrdiff_t na, const float 
                        ptrdiff_t ldb, ptrdiff_t nb, ptrdiff_t dim, float *c)
 {
     float bp[PQFAST_GEMM_KC * PQFAST_GEMM_NR] __attribute__((aligned(64)));
+    if (dim <= 0) { /* empty sums, as BLAS writes them */
+        for (ptrdiff_t i = 0; i < na * nb; i++)
+            c[i] = 0.0f;
+        return;
+    }
     for (ptrdiff_t k0 = 0; k0 < dim; k0 += PQFAST_GEMM_KC) {
         const ptrdiff_t kc = dim - k0 < PQFAST_GEMM_KC ? dim - k0 : PQFAST_GEMM_KC;
         for (ptrdiff_t j0 = 0; j0 < nb; j0 += PQFAST_GEMM_NR) {
@@ -276,7 +283,8 @@ static int pqfast_gemm_own(int max_level)
 #endif
 }
 
-/* C = A B^T as above; only where pqfast_gemm_own says so. */
+/* C = A B^T as above; only where pqfast_gemm_own says so (elsewhere this is
+ * an empty stub: callers must use BLAS). */
 static void pqfast_gemm_abt(const float *a, ptrdiff_t lda, ptrdiff_t na, const float *b,
                             ptrdiff_t ldb, ptrdiff_t nb, ptrdiff_t dim, float *c)
 {
