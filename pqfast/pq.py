@@ -10,7 +10,7 @@ from pqfast._assign import nearest
 from pqfast._kernels import _pq
 from pqfast._metrics import METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays
-from pqfast._storage import RowBuffer
+from pqfast._storage import RowBuffer, aligned_copy
 from pqfast._threads import serial_blas
 from pqfast._validation import (
     NotTrainedError,
@@ -101,7 +101,7 @@ class ProductQuantizer:
         self.version += 1
         self._centroids = np.array(centroids, dtype=np.float32, order="C")
         # (M, dsub, ksub): the kernels' table loops run over contiguous centroids.
-        self._cbt = np.ascontiguousarray(self._centroids.transpose(0, 2, 1))
+        self._cbt = aligned_copy(self._centroids.transpose(0, 2, 1))
         self._ynorm = np.einsum("mkd,mkd->mk", self._centroids, self._centroids)
 
     def _check_trained(self) -> None:

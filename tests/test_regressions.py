@@ -842,6 +842,7 @@ def _kernel_knn(x, xb, k, l2, simd, qb=64, bb=1024):
         (13, 65, 257),
         (15, 16, 520),
         (14, 40, 100),
+        (6, 20, 60),  # (1-4 rows go through pqfast_dots: every tail of d)
         (77, 379, 384),
     ],
 )
@@ -884,3 +885,30 @@ def test_gemm_kernel_rounding_does_not_depend_on_the_call():
         np.testing.assert_array_equal(I2, I[:150])
     assert np.all(D[:, ::2] == D[:, 1::2])  # each distance twice ...
     assert np.all(I[:, ::2] < I[:, 1::2])  # ... the smaller id first
+
+
+def test_streamed_arrays_start_on_a_cache_line(rng):
+    """Index storage (RowBuffer, as it grows) and the transposed codebook
+    start on 64-byte boundaries, so the kernels' vector loads of a row do
+    not straddle lines (numpy's own arrays usually start 16 bytes past)."""
+    from pqfast._kernels._check import data_address
+
+    from pqfast._storage import ALIGN, aligned_empty
+
+    for shape, dtype in (((0, 3), np.float32), ((5, 7000), np.uint8), (9000, np.int64)):
+        a = aligned_empty(shape, dtype)
+        assert a.shape == np.empty(shape).shape and a.dtype == dtype
+        assert a.flags.c_contiguous and (a.size == 0 or data_address(a) % ALIGN == 0)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    flat = pqfast.IndexFlatL2(24)
+    for i in range(0, 3000, 700):  # several reallocations
+        flat.add(x[i : i + 700])
+        assert data_address(flat._xb.view()) % ALIGN == 0
+    np.testing.assert_array_equal(flat.reconstruct_n(0, 3000), x)
+    ivf = pqfast.IndexIVFPQ(pqfast.IndexFlatL2(24), 24, 16, 4, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ivf.train(x)
+    assert data_address(ivf.quantizer._xb.view()) % ALIGN == 0
+    assert data_address(ivf.pq._cbt) % ALIGN == 0
+    np.testing.assert_array_equal(ivf.pq._cbt, ivf.pq.centroids.transpose(0, 2, 1))

@@ -75,46 +75,47 @@ static inline void pqfast_prefetch(const void *p, ptrdiff_t n)
 #endif
 
 #if defined(__GNUC__) && defined(__x86_64__)
-/* pqfast_dots with AVX-512, eight rows at a time: eight independent chains
- * of multiply-adds keep the loads of y (the only stream) going at one
- * register per cycle; the compiler's four-row loop ran at about half that
- * (a one-query coarse search, 379 x 384, is mostly this loop).  Lane l of a
- * row's accumulator sums the products i = l mod 16 in order; the lanes are
- * then added by _mm512_reduce_add_ps.  The tail of d is a masked load. */
+/* pqfast_dots with AVX-512, one row at a time: four accumulators, lane l of
+ * accumulator a summing the products i = 64 t + 16 a + l in order (up to
+ * three remaining blocks of 16 go to a0, a1, a2, the masked tail of d to
+ * a3), then (a0 + a1) + (a2 + a3) is added up across its lanes.  So a row
+ * streams through the loads alone.  The earlier kernel took eight rows at
+ * a time, eight streams of y: on the Zen 5 machine that ran at half the
+ * load rate (PERFORMANCE.md #53).  Each row's sum has the same order
+ * whatever n, so a row's value does not depend on the others. */
 __attribute__((target("avx512f"))) static void
 pqfast_dots_avx512(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d, float *out)
 {
     const ptrdiff_t d16 = d & ~(ptrdiff_t)15;
     const __mmask16 tail = pqfast_live16(d - d16);
-    ptrdiff_t j = 0;
-    for (; j + 8 <= n; j += 8) {
+    for (ptrdiff_t j = 0; j < n; j++) {
         const float *yj = y + j * d;
-        __m512 a[8];
-        for (int r = 0; r < 8; r++)
-            a[r] = _mm512_setzero_ps();
-        for (ptrdiff_t i = 0; i < d16; i += 16) {
-            const __m512 xi = _mm512_loadu_ps(x + i);
-            for (int r = 0; r < 8; r++)
-                a[r] = _mm512_fmadd_ps(xi, _mm512_loadu_ps(yj + r * d + i), a[r]);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        ptrdiff_t i = 0;
+        for (; i + 64 <= d; i += 64) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(yj + i), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(yj + i + 16),
+                                 a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(yj + i + 32),
+                                 a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(yj + i + 48),
+                                 a3);
         }
-        if (tail) {
-            const __m512 xi = _mm512_maskz_loadu_ps(tail, x + d16);
-            for (int r = 0; r < 8; r++)
-                a[r] = _mm512_fmadd_ps(xi, _mm512_maskz_loadu_ps(tail, yj + r * d + d16),
-                                       a[r]);
+        if (i < d16) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(yj + i), a0);
+            i += 16;
         }
-        for (int r = 0; r < 8; r++)
-            out[j + r] = _mm512_reduce_add_ps(a[r]);
-    }
-    for (; j < n; j++) {
-        const float *yj = y + j * d;
-        __m512 a = _mm512_setzero_ps();
-        for (ptrdiff_t i = 0; i < d16; i += 16)
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(yj + i), a);
+        if (i < d16) {
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(yj + i), a1);
+            i += 16;
+        }
+        if (i < d16)
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(yj + i), a2);
         if (tail)
-            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, x + d16),
-                                _mm512_maskz_loadu_ps(tail, yj + d16), a);
-        out[j] = _mm512_reduce_add_ps(a);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, x + d16),
+                                 _mm512_maskz_loadu_ps(tail, yj + d16), a3);
+        out[j] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1),
+                                                    _mm512_add_ps(a2, a3)));
     }
 }
 #endif
@@ -1074,16 +1075,34 @@ pqfast_dot_tables_avx512_n(const float *x, ptrdiff_t ldx, const int nq, const fl
     }
 }
 
-/* One query, ksub a multiple of 64: four column blocks at a time, so four
- * independent multiply-add chains hide the latency, which bound the
- * one-accumulator loop at large dsub (each entry's chain is the same as
- * above, so the table is bit-identical). */
+/* One query, ksub a multiple of 64.  A multiple of 256 (8-bit codes): the
+ * 256 sums of a sub-quantizer in 16 registers, its dsub codebook rows read
+ * in order, one stream (four column blocks at a time, walking down the rows
+ * 1 KB apart, took 3.1 us at M = 32, d = 384, against 2.5; PERFORMANCE.md
+ * #53).  Otherwise four column blocks at a time.  Either way each entry is
+ * one chain of multiply-adds over s in order, as above, so the table is
+ * bit-identical. */
 __attribute__((target("avx512f"))) static void
 pqfast_dot_table1_avx512(const float *x, const float *cbt, ptrdiff_t M, ptrdiff_t dsub,
                          ptrdiff_t ksub, float scale, float *out)
 {
     for (ptrdiff_t m = 0; m < M; m++) {
-        for (ptrdiff_t j = 0; j < ksub; j += 64) {
+        ptrdiff_t j = 0;
+        for (; j + 256 <= ksub; j += 256) {
+            float *o = out + m * ksub + j;
+            __m512 a[16];
+            for (int t = 0; t < 16; t++)
+                a[t] = _mm512_loadu_ps(o + 16 * t);
+            for (ptrdiff_t s = 0; s < dsub; s++) {
+                const float *row = cbt + (m * dsub + s) * ksub + j;
+                const __m512 xs = _mm512_set1_ps(scale * x[m * dsub + s]);
+                for (int t = 0; t < 16; t++)
+                    a[t] = _mm512_fmadd_ps(xs, _mm512_loadu_ps(row + 16 * t), a[t]);
+            }
+            for (int t = 0; t < 16; t++)
+                _mm512_storeu_ps(o + 16 * t, a[t]);
+        }
+        for (; j < ksub; j += 64) {
             float *o = out + m * ksub + j;
             __m512 a0 = _mm512_loadu_ps(o), a1 = _mm512_loadu_ps(o + 16),
                    a2 = _mm512_loadu_ps(o + 32), a3 = _mm512_loadu_ps(o + 48);
