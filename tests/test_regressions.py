@@ -889,8 +889,9 @@ def test_gemm_kernel_rounding_does_not_depend_on_the_call():
 
 def test_streamed_arrays_start_on_a_cache_line(rng):
     """Index storage (RowBuffer, as it grows) and the transposed codebook
-    start on 64-byte boundaries, so the kernels' vector loads of a row do
-    not straddle lines (numpy's own arrays usually start 16 bytes past)."""
+    start on 64-byte boundaries from ALIGN_MIN_BYTES on, so the kernels'
+    vector loads of a row do not straddle lines (numpy's own arrays usually
+    start 16 bytes past)."""
     from pqfast._kernels._check import data_address
 
     from pqfast._storage import ALIGN, aligned_empty
@@ -905,7 +906,7 @@ def test_streamed_arrays_start_on_a_cache_line(rng):
         flat.add(x[i : i + 700])
         assert data_address(flat._xb.view()) % ALIGN == 0
     np.testing.assert_array_equal(flat.reconstruct_n(0, 3000), x)
-    ivf = pqfast.IndexIVFPQ(pqfast.IndexFlatL2(24), 24, 16, 4, 8)
+    ivf = pqfast.IndexIVFPQ(pqfast.IndexFlatL2(24), 24, 256, 4, 8)  # 24 KiB each
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ivf.train(x)
