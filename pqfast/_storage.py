@@ -11,7 +11,7 @@ from pqfast._kernels._check import data_address
 
 # Arrays the kernels stream start on a cache line: an AVX-512 load of a row
 # that straddles two lines costs two (one-query coarse search, 379 x 384
-# centroids at 16 bytes past a line, numpy's usual offset: 5.6 -> 3.5 us
+# centroids at 16 bytes past a line, numpy's usual offset: 5.4 -> 3.5 us
 # aligned; PERFORMANCE.md #53).  Arrays under ALIGN_MIN_BYTES (most
 # inverted lists of a small index) are left to numpy: the extra steps cost
 # about a microsecond an allocation, more than a few lines' loads.
@@ -116,7 +116,7 @@ class RowBuffer:
         if self._owned:
             self._data[:n] = rows
         else:  # never write into a caller's array (a memory map, say)
-            self._hold(np.array(rows, dtype=self.dtype), owned=True)
+            self._hold(aligned_copy(np.asarray(rows, dtype=self.dtype)), owned=True)
         self.size = n
 
     def wrap(self, rows: NDArray) -> None:

@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
+from pqfast._storage import aligned_copy
 from pqfast._validation import CorruptIndexError
 from pqfast.flat import IndexFlat, IndexFlatIP, IndexFlatL2
 from pqfast.idmap import IndexIDMap
@@ -148,7 +149,7 @@ class _Reader:
         """`count` items of `dtype`, copied (writable, aligned)."""
         dt = np.dtype(dtype)
         start = self._advance(count * dt.itemsize)
-        return np.frombuffer(self.buf, dt, count, start).copy()
+        return aligned_copy(np.frombuffer(self.buf, dt, count, start))
 
     def vector(self, dtype: str, per_item: int = 1) -> NDArray:
         """A counted vector; each counted item is `per_item` values of `dtype`."""

@@ -42,6 +42,7 @@ from typing import IO, BinaryIO
 import numpy as np
 from numpy.typing import NDArray
 
+from pqfast._storage import aligned_copy
 from pqfast._validation import CorruptIndexError, sq_norms
 from pqfast.faiss_format import is_faiss_file, read_faiss_index
 from pqfast.fastscan import IndexIVFPQFastScan, IndexPQFastScan
@@ -227,7 +228,7 @@ def _arrays(entries: list, buf, path: str | None, mmap_: bool) -> dict[str, NDAr
         else:
             n = int(np.prod(e["np_shape"], dtype=np.int64))
             a = np.frombuffer(buf, e["np_dtype"], n, e["start"]).reshape(e["np_shape"])
-            a = a.copy()
+            a = aligned_copy(a)  # (the kernels stream some: see _storage.ALIGN)
         out[e["name"]] = a
     return out
 

@@ -842,7 +842,11 @@ def _kernel_knn(x, xb, k, l2, simd, qb=64, bb=1024):
         (13, 65, 257),
         (15, 16, 520),
         (14, 40, 100),
-        (6, 20, 60),  # (1-4 rows go through pqfast_dots: every tail of d)
+        # 6 rows with qb 5: one row through pqfast_dots, for these tails of d
+        (6, 20, 7),
+        (6, 20, 48),
+        (6, 20, 60),
+        (6, 20, 124),
         (77, 379, 384),
     ],
 )
@@ -912,4 +916,49 @@ def test_streamed_arrays_start_on_a_cache_line(rng):
         ivf.train(x)
     assert data_address(ivf.quantizer._xb.view()) % ALIGN == 0
     assert data_address(ivf.pq._cbt) % ALIGN == 0
+    ivf.add(x)
+    for copy in (
+        pqfast.deserialize_index(pqfast.serialize_index(ivf)),
+        pickle_copy(ivf),
+    ):
+        assert data_address(copy.quantizer._xb.view()) % ALIGN == 0
+        assert data_address(copy.pq._cbt) % ALIGN == 0
     np.testing.assert_array_equal(ivf.pq._cbt, ivf.pq.centroids.transpose(0, 2, 1))
+    loaded = pqfast.deserialize_index(pqfast.serialize_index(flat))
+    assert data_address(loaded._xb.view()) % ALIGN == 0
+    loaded.remove_ids(np.arange(10))  # (a file's array is copied when it changes)
+    assert data_address(loaded._xb.view()) % ALIGN == 0
+
+
+def pickle_copy(index):
+    import pickle
+
+    return pickle.loads(pickle.dumps(index))
+
+
+@pytest.mark.skipif(not _openmp.have_openmp(), reason="serial build")
+def test_one_query_ivfpq_same_whichever_thread_builds_the_table(embeddings):
+    """At 2 threads a one-query search builds its table on the second thread
+    while the first searches the coarse centroids, unless it will most likely
+    score directly (_ivf.surely_direct: nprobe 1 here); either way, and at 1
+    thread, the results are the same bits, for L2 and inner product."""
+    xb, xq = embeddings[:4000], embeddings[9000:9040]
+    for metric in (pqfast.METRIC_L2, pqfast.METRIC_INNER_PRODUCT):
+        quantizer = pqfast.IndexFlat(384, metric)
+        index = pqfast.IndexIVFPQ(quantizer, 384, 64, 16, 8, metric)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            index.train(xb)
+        index.add(xb)
+        for nprobe in (1, 2, 64):
+            index.nprobe = nprobe
+            out = []
+            for threads in (1, 2):
+                pqfast.omp_set_num_threads(threads)
+                try:
+                    out.append([index.search(xq[i : i + 1], 10) for i in range(40)])
+                finally:
+                    pqfast.omp_set_num_threads(2)
+            for (D1, I1), (D2, I2) in zip(*out):
+                np.testing.assert_array_equal(I1, I2)
+                np.testing.assert_array_equal(D1, D2)

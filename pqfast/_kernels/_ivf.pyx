@@ -204,7 +204,7 @@ cdef inline bint surely_direct(const Lists* L, Py_ssize_t nlist,
     scored directly even at twice that many codes: then its table will most
     likely not be needed, and a one-query search does not wake a second
     thread to build it while the first searches the coarse centroids (at 2
-    threads, M=32 IP nprobe 1: 9.4 us with the second thread, 7.8 without).
+    threads, M=32 IP nprobe 1: 9.4 us with the second thread, 8.2 without).
     The choice only moves work between threads: results are the same."""
     cdef Py_ssize_t l, total = 0
     if not L.direct_on:

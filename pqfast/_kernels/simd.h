@@ -76,9 +76,9 @@ static inline void pqfast_prefetch(const void *p, ptrdiff_t n)
 
 #if defined(__GNUC__) && defined(__x86_64__)
 /* pqfast_dots with AVX-512, one row at a time: four accumulators, lane l of
- * accumulator a summing the products i = 64 t + 16 a + l in order (up to
- * three remaining blocks of 16 go to a0, a1, a2, the masked tail of d to
- * a3), then (a0 + a1) + (a2 + a3) is added up across its lanes.  So a row
+ * accumulator a summing the products i = 64 t + 16 a + l in order; then up
+ * to three remaining blocks of 16 go to a0, a1, a2 and the masked tail of d
+ * (i = d16 + l) to a3; then (a0 + a1) + (a2 + a3) is added up across its lanes.  So a row
  * streams through the loads alone.  The earlier kernel took eight rows at
  * a time, eight streams of y: on the Zen 5 machine that ran at half the
  * load rate (PERFORMANCE.md #53).  Each row's sum has the same order
@@ -297,7 +297,7 @@ static void pqfast_gemm_abt(const float *a, ptrdiff_t lda, ptrdiff_t na, const f
 }
 
 /* out[j] = ||x - y_j||^2 for the n rows of the row-major (n, d) matrix y,
- * four rows at a time like pqfast_dots. */
+ * four rows at a time (as pqfast_dots did before #53). */
 PQFAST_MULTIVERSION
 static void pqfast_l2sq_rows(const float *x, const float *y, ptrdiff_t n, ptrdiff_t d,
                              float *out)
