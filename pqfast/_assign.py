@@ -9,8 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pqfast._kernels import _pq
-from pqfast._kernels._topk import own_gemm
-from pqfast._threads import omp_get_max_threads, serial_blas
+from pqfast._threads import OWN_GEMM, omp_get_max_threads, serial_blas
 
 # Encoding GEMM blocks hold (rows x ksub) dot products: 1 MiB per thread.
 ENCODE_FLOATS = 1 << 18
@@ -55,9 +54,8 @@ def nearest(
     else:  # bounded scratch, and GEMMs of at least 256 rows
         chunk = max(1, min(max(1, ENCODE_FLOATS // ksub), max(256, per_thread)))
     idx = np.empty((n, M), np.uint16)
-    # only the GEMM path calls BLAS (from OpenMP threads), where pqfast's own
-    # AVX-512 GEMM does not run instead
-    with serial_blas() if not (direct or own_gemm()) else contextlib.nullcontext():
+    # only the GEMM path calls BLAS (from OpenMP threads), unless OWN_GEMM
+    with serial_blas() if not (direct or OWN_GEMM) else contextlib.nullcontext():
         _pq.assign_codes(
             x, cents, cbt, ynorm, chunk, direct, 2, idx,
             _NO_MINS if mins is None else mins,

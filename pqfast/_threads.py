@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 
 from threadpoolctl import ThreadpoolController
 
-from pqfast._kernels import _openmp
+from pqfast._kernels import _openmp, _topk
 from pqfast._validation import check_positive_int
 
 
@@ -50,6 +50,10 @@ class _SerialBlas:
 
 
 _serial_blas: _SerialBlas | None = None
+
+# Where the CPU has AVX-512 the k-NN and the encoder run pqfast's own GEMM
+# and call no BLAS: nothing to pin around them.
+OWN_GEMM = _topk.own_gemm()
 
 
 def serial_blas() -> AbstractContextManager:

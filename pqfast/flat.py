@@ -13,7 +13,7 @@ from pqfast._kernels._check import is_float32_rows
 from pqfast._metrics import METRIC_INNER_PRODUCT, METRIC_L2
 from pqfast._search import finish, n_segments, result_arrays
 from pqfast._storage import RowBuffer
-from pqfast._threads import serial_blas
+from pqfast._threads import OWN_GEMM, serial_blas
 from pqfast._validation import (
     check_key,
     check_metric,
@@ -45,8 +45,6 @@ _BASE_BLOCK = 1024
 # (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c).
 _BLAS_SERIAL_FLOPS = 65536 * 4
 _EMPTY = np.empty(0, np.float32)
-# Where the kernels run pqfast's own AVX-512 GEMM, no BLAS is called at all.
-_OWN_GEMM = _topk.own_gemm()
 
 
 def knn(
@@ -97,7 +95,7 @@ def _knn(
     # own GEMM, and BLAS threads itself only above _BLAS_SERIAL_FLOPS:
     # otherwise skip the pinning.
     use_blas = (
-        not _OWN_GEMM
+        not OWN_GEMM
         and qb > 4
         and qb * min(_BASE_BLOCK, nb) * x.shape[1] > _BLAS_SERIAL_FLOPS
     )

@@ -78,8 +78,8 @@ static inline void pqfast_prefetch(const void *p, ptrdiff_t n)
 /* pqfast_dots with AVX-512, one row at a time: four accumulators, lane l of
  * accumulator a summing the products i = 64 t + 16 a + l in order; then up
  * to three remaining blocks of 16 go to a0, a1, a2 and the masked tail of d
- * (i = d16 + l) to a3; then (a0 + a1) + (a2 + a3) is added up across its lanes.  So a row
- * streams through the loads alone.  The earlier kernel took eight rows at
+ * (i = d16 + l) to a3; then (a0 + a1) + (a2 + a3) is added up across its
+ * lanes.  So a row streams through the loads alone.  The earlier kernel took eight rows at
  * a time, eight streams of y: on the Zen 5 machine that ran at half the
  * load rate (PERFORMANCE.md #53).  Each row's sum has the same order
  * whatever n, so a row's value does not depend on the others. */
